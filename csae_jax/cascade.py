@@ -1,0 +1,213 @@
+"""Cascaded SAE with N >= 2 levels (SPEC section 3), composed from the flat families.
+
+Level 1 is any family on activations. Level l >= 2 is any family whose data points are the atoms
+(rows of W_dec) of level l-1, all in R^d. L = L1 + sum_l alpha_l L_l, one optimizer, and by default
+gradients of L_l flow into level l-1's decoder.
+
+Dynamic masking keeps shapes static: every level-(l-1) atom is fed with a live mask; the family
+ranks only masked rows and divides by max(n_live, 1). Level 2's live atoms are those active on some
+token of the batch; level l > 2's are the level-(l-1) atoms that some live level-(l-2) atom activates.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from csae_jax import conventions as cv
+from csae_jax.families import base
+from csae_jax.families import get_family
+
+sg = lax.stop_gradient
+
+STOP_GRADIENT_MODES = ("full", "partial", "bilateral")
+EMPTY_LIVE_MODES = ("skip", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+  family: str
+  cfg: base.BaseConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  levels: tuple[Level, ...]
+  alphas: tuple[float, ...] = ()          # one per level >= 2; default 1.0 each
+  level_start_steps: tuple[int, ...] = ()  # one per level >= 2; default 0 each
+  stop_gradient: str = "full"              # full | partial | bilateral (SPEC 3, Eqs. 34-35)
+  empty_live: str = "skip"                 # skip | all: what to do when no atom is live
+  live_eps: float = 0.0                    # atom live when active > live_eps on some row
+  parent_min: float = 1e-3                 # no parent when the max activation <= this
+  adam_b1: float = 0.9
+
+  @property
+  def d(self) -> int:
+    return self.levels[0].cfg.d
+
+  @property
+  def n(self) -> int:
+    return self.levels[0].cfg.n
+
+  @property
+  def num_levels(self) -> int:
+    return len(self.levels)
+
+  def alpha(self, l: int) -> float:
+    return self.alphas[l - 1] if self.alphas else 1.0
+
+  def start_step(self, l: int) -> int:
+    return self.level_start_steps[l - 1] if self.level_start_steps else 0
+
+  def validate(self) -> None:
+    if len(self.levels) < 2:
+      raise ValueError(f"a cascade needs at least 2 levels, got {len(self.levels)}")
+    for i, lv in enumerate(self.levels):
+      get_family(lv.family)
+      if lv.family == "stacked":
+        raise ValueError(f"level {i + 1}: 'stacked' cannot be a cascade level")
+      lv.cfg.validate()
+      if lv.cfg.d != self.d:
+        raise ValueError(f"level {i + 1} has d={lv.cfg.d} but level 1 has d={self.d}; every "
+                         "level lives in the activation space")
+    for name, seq in (("alphas", self.alphas), ("level_start_steps", self.level_start_steps)):
+      if seq and len(seq) != len(self.levels) - 1:
+        raise ValueError(f"{name} needs one value per level >= 2 ({len(self.levels) - 1}), "
+                         f"got {len(seq)}")
+    if self.stop_gradient not in STOP_GRADIENT_MODES:
+      raise ValueError(f"stop_gradient must be one of {STOP_GRADIENT_MODES}, "
+                       f"got {self.stop_gradient!r}")
+    if self.empty_live not in EMPTY_LIVE_MODES:
+      raise ValueError(f"empty_live must be one of {EMPTY_LIVE_MODES}, got {self.empty_live!r}")
+
+  def replace(self, **kw):
+    return dataclasses.replace(self, **kw)
+
+
+def _fam(cfg: Config, l: int):
+  return get_family(cfg.levels[l].family)
+
+
+def init(key, cfg: Config, x_first):
+  """Level 1 from the first token batch; level l >= 2 from the initial atoms of level l-1."""
+  keys = jax.random.split(key, cfg.num_levels)
+  params = []
+  data = jnp.asarray(x_first, jnp.float32)
+  for l, lv in enumerate(cfg.levels):
+    p = get_family(lv.family).init(keys[l], lv.cfg, data)
+    params.append(p)
+    data = p["W_dec"]
+  return tuple(params)
+
+
+def init_state(cfg: Config):
+  return tuple(get_family(lv.family).init_state(lv.cfg) for lv in cfg.levels)
+
+
+def level_inputs(atoms, mode: str):
+  """(input, target) for the level above, per stop-gradient mode (SPEC 3, Eqs. 34-35)."""
+  if mode == "full":
+    return atoms, atoms
+  if mode == "partial":
+    return atoms, sg(atoms)
+  return sg(atoms), sg(atoms)
+
+
+def live_mask(codes, row_mask, eps: float):
+  """Columns active (> eps) on at least one (masked) row."""
+  active = codes > eps
+  if row_mask is not None:
+    active = active & row_mask[:, None]
+  return jnp.any(active, axis=0)
+
+
+def reinit_level_biases(params, cfg: Config, step):
+  """At each level's start step, b_dec <- geometric median of the level below's atoms (SPEC 3)."""
+  params = list(params)
+  for l in range(1, cfg.num_levels):
+    start = cfg.start_step(l)
+    if start <= 0:
+      continue
+    below = params[l - 1]["W_dec"]
+
+    def set_bias(p, below=below):
+      p = dict(p)
+      p["b_dec"] = cv.geometric_median(below)
+      return p
+
+    params[l] = lax.cond(jnp.asarray(step) == start, set_bias, lambda p: dict(p), params[l])
+  return tuple(params)
+
+
+def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None):
+  """Joint objective L = L1 + sum_l alpha_l L_l with dynamic masking (SPEC 3)."""
+  step_v = jnp.asarray(0 if step is None else step)
+  fam1 = _fam(cfg, 0)
+  total, out = fam1.loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
+                         row_mask=row_mask, target=target)
+  metrics = {f"l1/{k}": v for k, v in out.metrics.items()}
+  new_states = [out.state]
+  live = live_mask(out.codes, row_mask, cfg.live_eps)
+  for l in range(1, cfg.num_levels):
+    lv = cfg.levels[l]
+    atoms = params[l - 1]["W_dec"]
+    n_live = jnp.sum(live, dtype=jnp.int32)
+    any_live = n_live > 0
+    if cfg.empty_live == "all":
+      mask = jnp.where(any_live, live, jnp.ones_like(live))
+      term_on = jnp.asarray(True)
+    else:
+      mask = live
+      term_on = any_live
+    started = step_v >= cfg.start_step(l)
+    x_in, tgt = level_inputs(atoms, cfg.stop_gradient)
+    level_loss, lout = get_family(lv.family).loss(params[l], state[l], x_in, lv.cfg, step=step,
+                                                  row_mask=mask, target=tgt)
+    on = term_on & started
+    total = total + jnp.where(on, cfg.alpha(l) * level_loss, 0.0)
+    new_states.append(cv.tree_select(started, lout.state, state[l]))
+    pre = f"l{l + 1}/"
+    metrics.update({pre + k: v for k, v in lout.metrics.items()})
+    metrics[pre + "live_atoms"] = n_live.astype(jnp.float32)
+    metrics[pre + "active"] = on.astype(jnp.float32)
+    live = live_mask(lout.codes, mask, cfg.live_eps) & any_live
+  metrics["loss"] = total
+  return total, base.LossOutput(metrics, tuple(new_states), out.codes)
+
+
+def encode(params, state, x, cfg: Config):
+  return _fam(cfg, 0).encode(params[0], state[0], x, cfg.levels[0].cfg)
+
+
+def decode(params, codes, cfg: Config):
+  return _fam(cfg, 0).decode(params[0], codes, cfg.levels[0].cfg)
+
+
+def dense_activation(params, x, cfg: Config):
+  return _fam(cfg, 0).dense_activation(params[0], x, cfg.levels[0].cfg)
+
+
+def encode_atoms(params, state, cfg: Config, l: int):
+  """Inference codes of level l+1 (0-based l >= 1) on the atoms of level l."""
+  return _fam(cfg, l).encode(params[l], state[l], params[l - 1]["W_dec"], cfg.levels[l].cfg)
+
+
+def parent_maps(params, cfg: Config):
+  """pi_l(j) = argmax_r of level l's dense activation on atom j of level l-1; -1 = no parent.
+
+  Returns a tuple with one int32 array per level >= 2 (SPEC 3, N levels; SPEC 4, Parents).
+  """
+  maps = []
+  for l in range(1, cfg.num_levels):
+    act = _fam(cfg, l).dense_activation(params[l], params[l - 1]["W_dec"], cfg.levels[l].cfg)
+    best = jnp.argmax(act, axis=-1).astype(jnp.int32)
+    maps.append(jnp.where(act.max(-1) > cfg.parent_min, best, -1))
+  return tuple(maps)
+
+
+def fold_scale(params, state, s, cfg: Config):
+  """Only level 1 sees activations; higher levels are never rescaled (SPEC 1)."""
+  p0, s0 = _fam(cfg, 0).fold_scale(params[0], state[0], s, cfg.levels[0].cfg)
+  return (p0,) + tuple(params[1:]), (s0,) + tuple(state[1:])

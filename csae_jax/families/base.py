@@ -1,0 +1,147 @@
+"""The contract every SAE family follows (SPEC section 2), and pieces several families share.
+
+A family is a module with:
+  Config                      frozen dataclass (d, n, ...); `validate()` raises on bad values
+  init(key, cfg, x_first)  -> params        pytree of float32 arrays (layout: conventions.py)
+  init_state(cfg)          -> state         non-trainable arrays (thresholds, dead counters, ...)
+  encode(params, state, x, cfg) -> codes    inference codes (B, n)
+  decode(params, codes, cfg)    -> xhat
+  loss(params, state, x, cfg, *, step, row_mask=None, target=None) -> (scalar, LossOutput)
+  dense_activation(params, x, cfg) -> (B, n) ReLU of the pre-activation (parents, steering)
+  fold_scale(params, state, s, cfg) -> (params, state) for raw activations x_raw = s * x
+`row_mask` (B,) restricts every mean to the marked rows (Level-2 dynamic masking, SPEC 3);
+`target` is what is reconstructed (defaults to x; stop-gradient variants of the cascade set it).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from csae_jax import conventions as cv
+from csae_jax import ops
+
+
+class LossOutput(NamedTuple):
+  metrics: dict[str, jax.Array]
+  state: dict[str, jax.Array]
+  codes: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+  d: int
+  n: int
+  dead_tokens: int = 10_000_000   # window for "dead" (AuxK and the dead-fraction metric)
+  adam_b1: float = 0.9
+
+  def validate(self) -> None:
+    cv.check_positive("d", self.d)
+    cv.check_positive("n", self.n)
+    cv.check_positive("dead_tokens", self.dead_tokens)
+
+  def constrained_decoder(self) -> bool:
+    """Whether W_dec rows are kept at unit norm (every family except ReLU's April-2024 form)."""
+    return True
+
+  def replace(self, **kw):
+    return dataclasses.replace(self, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class KConfig(BaseConfig):
+  """Fields of the k-sparse families (TopK, BatchTopK, Matryoshka)."""
+  k: int = 32
+  k_anneal_steps: int = 0          # k goes linearly from k_anneal_from to k over these steps
+  k_anneal_from: int | None = None  # None: d (the authors' release)
+  aux_k: int | None = 512           # AuxK latents; None disables AuxK; min(d/2, #dead) is used
+  aux_coef: float = 1.0 / 32
+
+  def validate(self) -> None:
+    super().validate()
+    cv.check_k("k", self.k, self.n)
+    if self.aux_k is not None:
+      cv.check_positive("aux_k", self.aux_k)
+    if self.k_anneal_steps < 0:
+      raise ValueError(f"k_anneal_steps must be >= 0, got {self.k_anneal_steps}")
+
+
+def annealed_k(cfg: KConfig, step):
+  """k at `step`: a Python int when not annealing, else a traced int32 (SPEC 3, k annealing)."""
+  if cfg.k_anneal_steps <= 0 or step is None:
+    return cfg.k
+  start = min(cfg.k_anneal_from if cfg.k_anneal_from is not None else cfg.d, cfg.n)
+  frac = jnp.clip(jnp.asarray(step, jnp.float32) / cfg.k_anneal_steps, 0.0, 1.0)
+  return jnp.round(start + (cfg.k - start) * frac).astype(jnp.int32)
+
+
+def threshold_state() -> dict[str, jax.Array]:
+  """BatchTopK inference threshold; -1 means "not set yet"."""
+  return {"threshold": jnp.array(-1.0, jnp.float32)}
+
+
+def update_threshold(theta, z, keep, step, start: int = 1000, decay: float = 0.999):
+  """theta <- decay theta + (1 - decay) min{positive kept}; first value = that min (SPEC 2.3)."""
+  kept = keep & (z > 0)
+  m = jnp.min(jnp.where(kept, z, jnp.inf))
+  ok = jnp.isfinite(m) & (jnp.asarray(step) >= start)
+  new = jnp.where(theta < 0, m, decay * theta + (1.0 - decay) * m)
+  return jnp.where(ok, jax.lax.stop_gradient(new), theta)
+
+
+def dead_state(cfg: BaseConfig) -> dict[str, jax.Array]:
+  return {"tokens_since_fired": jnp.zeros((cfg.n,), jnp.int32)}
+
+
+def auxk_loss(pre_relu, residual, w_dec, dead, aux_k: int, d: int):
+  """AuxK (SPEC 2.2): reconstruct the detached residual from the top dead latents, no bias.
+
+  pre_relu: ReLU'd pre-activations (B, n); residual: detached x - xhat; dead: (n,) bool.
+  Uses min(d/2, #dead, aux_k) latents; 0 when nothing is dead; NaN -> 0.
+  """
+  k_static = int(min(aux_k, pre_relu.shape[-1], max(d // 2, 1)))
+  n_dead = jnp.sum(dead, dtype=jnp.int32)
+  z = jnp.where(dead[None, :], pre_relu, 0.0)
+  k_use = jnp.minimum(n_dead, k_static)
+  keep = ops.topk_mask(z, k_use, axis=-1) if k_static != pre_relu.shape[-1] else z > 0
+  f_aux = z * jax.lax.stop_gradient(keep.astype(z.dtype))
+  e = jax.lax.stop_gradient(residual)
+  e_aux = f_aux @ w_dec
+  num = jnp.sum(jnp.square(e - e_aux))
+  den = jnp.sum(jnp.square(e - e.mean(0)))
+  l_aux = num / den
+  l_aux = jnp.where(jnp.isfinite(l_aux) & (n_dead > 0), l_aux, 0.0)
+  return l_aux
+
+
+def common_metrics(target, xhat, codes, state, cfg: BaseConfig, row_mask=None):
+  m = cv.recon_metrics(target, xhat, codes, row_mask)
+  m["dead_fraction"] = cv.dead_fraction(state["tokens_since_fired"], cfg.dead_tokens)
+  return m
+
+
+def linear_decode(params, codes, cfg=None):
+  del cfg
+  return codes @ params["W_dec"] + params["b_dec"]
+
+
+def centered_preact(params, x):
+  """W_enc (x - b_dec) + b_enc, the pre-activation of the ReLU/TopK/BatchTopK families."""
+  return (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+
+
+def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):
+  """Fold s into biases (b_dec and `extra_scaled`) and any threshold (SPEC 1)."""
+  p = dict(params)
+  p["b_dec"] = p["b_dec"] * s
+  for name in extra_scaled:
+    p[name] = p[name] * s
+  st = dict(state)
+  if "threshold" in st:
+    st["threshold"] = jnp.where(st["threshold"] > 0, st["threshold"] * s, st["threshold"])
+  return p, st
+
+
+Any = Any

@@ -1,0 +1,86 @@
+"""BatchTopK SAE (SPEC 2.3): keep the B*k largest entries over the whole batch.
+
+Training ranks over the batch; inference uses the EMA threshold theta: f = z * 1[z > theta].
+With a row mask (Level-2 dynamic masking, SPEC 3) only masked rows are ranked and K = k * n_live.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from csae_jax import conventions as cv
+from csae_jax import ops
+from csae_jax.families import base
+from csae_jax.families import topk
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(base.KConfig):
+  threshold_start: int = 1000
+  threshold_decay: float = 0.999
+
+
+init = topk.init
+dense_activation = topk.dense_activation
+decode = base.linear_decode
+
+
+def init_state(cfg):
+  return {**base.dead_state(cfg), **base.threshold_state()}
+
+
+def batch_select(z, k, row_mask=None):
+  """Keep the k * n_rows largest entries of z (B, n); masked-out rows are never kept."""
+  if row_mask is None:
+    n_rows = z.shape[0]
+    valid = None
+  else:
+    n_rows = jnp.sum(row_mask, dtype=jnp.int32)
+    valid = row_mask[:, None]
+  keep = ops.topk_mask(z, n_rows * k, axis=None, valid=valid)
+  return keep
+
+
+def encode_batch(params, x, k, row_mask=None):
+  """Training-time BatchTopK codes and the dense ReLU pre-activation."""
+  z = dense_activation(params, x)
+  keep = batch_select(z, k, row_mask)
+  return z * jax.lax.stop_gradient(keep.astype(z.dtype)), z, keep
+
+
+def encode_threshold(params, x, theta):
+  z = dense_activation(params, x)
+  return z * (z > theta).astype(z.dtype)
+
+
+def encode(params, state, x, cfg):
+  """Inference codes: thresholded once theta is set, batch top-k over x before that."""
+  theta = state["threshold"]
+  by_threshold = encode_threshold(params, x, jnp.maximum(theta, 0.0))
+  by_batch = encode_batch(params, x, cfg.k)[0]
+  return jnp.where(theta >= 0, by_threshold, by_batch)
+
+
+def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
+  target = x if target is None else target
+  k = base.annealed_k(cfg, step)
+  f, z, keep = encode_batch(params, x, k, row_mask)
+  xhat = decode(params, f, cfg)
+  recon = cv.recon_loss(target, xhat, row_mask)
+  metrics = {}
+  total = topk.add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
+  new_state = {
+      "tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask),
+      "threshold": base.update_threshold(state["threshold"], z, keep, 0 if step is None else step,
+                                         cfg.threshold_start, cfg.threshold_decay),
+  }
+  metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
+  metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
+                 threshold=new_state["threshold"])
+  return total, base.LossOutput(metrics, new_state, f)
+
+
+def fold_scale(params, state, s, cfg=None):
+  return base.fold_linear_scale(params, state, s)

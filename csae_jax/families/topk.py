@@ -1,0 +1,72 @@
+"""TopK SAE with AuxK (SPEC 2.2): keep the k largest of ReLU(W_enc (x - b_dec) + b_enc) per token."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from csae_jax import conventions as cv
+from csae_jax import ops
+from csae_jax.families import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(base.KConfig):
+  pass
+
+
+def init(key, cfg, x_first=None):
+  params = cv.init_tied(key, cfg.d, cfg.n)
+  if x_first is not None:
+    params["b_dec"] = cv.geometric_median(jnp.asarray(x_first, jnp.float32))
+  return params
+
+
+def init_state(cfg):
+  return base.dead_state(cfg)
+
+
+def dense_activation(params, x, cfg=None):
+  return jax.nn.relu(base.centered_preact(params, x))
+
+
+def encode_with_k(params, x, k):
+  z = dense_activation(params, x)
+  keep = ops.row_topk_mask(z, k)
+  return z * jax.lax.stop_gradient(keep.astype(z.dtype)), z
+
+
+def encode(params, state, x, cfg):
+  del state
+  return encode_with_k(params, x, cfg.k)[0]
+
+
+decode = base.linear_decode
+
+
+def add_auxk(total, metrics, params, z, target, xhat, state, cfg):
+  """Adds (1/32) L_aux when cfg.aux_k is set; dead = no firing for cfg.dead_tokens tokens."""
+  if cfg.aux_k is None:
+    return total
+  dead = state["tokens_since_fired"] >= cfg.dead_tokens
+  l_aux = base.auxk_loss(z, target - xhat, params["W_dec"], dead, cfg.aux_k, cfg.d)
+  metrics["aux_loss"] = l_aux
+  return total + cfg.aux_coef * l_aux
+
+
+def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
+  target = x if target is None else target
+  f, z = encode_with_k(params, x, base.annealed_k(cfg, step))
+  xhat = decode(params, f, cfg)
+  recon = cv.recon_loss(target, xhat, row_mask)
+  metrics = {}
+  total = add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
+  new_state = {"tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask)}
+  metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
+  metrics.update(loss=total, recon=recon, k=jnp.asarray(base.annealed_k(cfg, step), jnp.float32))
+  return total, base.LossOutput(metrics, new_state, f)
+
+
+def fold_scale(params, state, s, cfg=None):
+  return base.fold_linear_scale(params, state, s)

@@ -1,0 +1,94 @@
+"""Selection primitives shared by the k-sparse families (SPEC sections 2.2, 2.3, 3).
+
+Both selections avoid sorting. Per-row top-k with a static k uses `lax.top_k` and takes the
+threshold as `.min(-1)` of the values (indexing `[..., -1]` makes XLA:CPU fall back to a full sort).
+Selections with a traced k (batch-wide top-(B*k), k annealing, Level-2 batches of n_live atoms)
+find the k-th largest value by bisection on the int32 bit pattern of non-negative floats, which is
+monotone in the value: 31 counting passes, exact, static shapes.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_INF_BITS = 0x7F800000  # bit pattern of +inf; finite non-negative floats are below it.
+
+
+def _nonneg_bits(z: jax.Array, valid: jax.Array | None) -> jax.Array:
+  """int32 view of z (assumed >= 0); invalid entries get -1 so they are never selected."""
+  bits = lax.bitcast_convert_type(jnp.maximum(z, 0.0).astype(jnp.float32), jnp.int32)
+  if valid is not None:
+    bits = jnp.where(valid, bits, -1)
+  return bits
+
+
+def _kth_largest_bits(bits: jax.Array, k: jax.Array, axis) -> jax.Array:
+  """Largest t with count(bits >= t) >= k along `axis` (keepdims); 0 when fewer than k valid."""
+  shape = list(bits.shape)
+  if axis is None:
+    shape = [1] * bits.ndim
+  else:
+    shape[axis] = 1
+  lo = jnp.zeros(shape, jnp.int32)
+  hi = jnp.full(shape, _INF_BITS + 1, jnp.int32)
+  k = jnp.asarray(k, jnp.int32)
+
+  def body(_, carry):
+    lo, hi = carry
+    mid = lo + (hi - lo) // 2
+    ok = jnp.sum(bits >= mid, axis=axis, keepdims=True, dtype=jnp.int32) >= k
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo, _ = lax.fori_loop(0, 31, body, (lo, hi))
+  return lo
+
+
+def topk_mask(z: jax.Array, k, *, axis=None, valid: jax.Array | None = None) -> jax.Array:
+  """Boolean mask of exactly min(k, #valid) largest entries of non-negative z.
+
+  axis=None ranks over the whole array (BatchTopK); axis=-1 ranks each row (TopK with traced k).
+  Ties at the threshold are broken by position so that the count is exact.
+  """
+  bits = _nonneg_bits(z, valid)
+  t = _kth_largest_bits(bits, k, axis)
+  above = bits > t
+  n_above = jnp.sum(above, axis=axis, keepdims=True, dtype=jnp.int32)
+  tie = bits == t
+  need = jnp.asarray(k, jnp.int32) - n_above
+
+  def break_ties(_):
+    if axis is None:
+      rank = jnp.cumsum(tie.reshape(-1).astype(jnp.int32)).reshape(tie.shape)
+    else:
+      rank = jnp.cumsum(tie.astype(jnp.int32), axis=axis)
+    return above | (tie & (rank <= need))
+
+  n_tie = jnp.sum(tie, axis=axis, keepdims=True, dtype=jnp.int32)
+  # Only pay for the cumulative sum when ties straddle the threshold (zeros, duplicated values).
+  return lax.cond(jnp.any(n_tie > need), break_ties, lambda _: above | tie, None)
+
+
+def row_topk_mask_static(z: jax.Array, k: int) -> jax.Array:
+  """Per-row top-k of non-negative z for a Python-int k: lax.top_k values, threshold = min.
+
+  Entries equal to the threshold are kept; with continuous values this is exactly k per row,
+  and a tie at 0 keeps only zeros, which contribute nothing.
+  """
+  vals, _ = lax.top_k(z, k)
+  thr = vals.min(-1, keepdims=True)
+  return z >= thr
+
+
+def row_topk_mask(z: jax.Array, k) -> jax.Array:
+  """Per-row top-k; static k uses lax.top_k, a traced k uses bisection."""
+  if isinstance(k, int):
+    return row_topk_mask_static(z, min(k, z.shape[-1]))
+  return topk_mask(z, k, axis=-1)
+
+
+def safe_pow(f: jax.Array, p) -> jax.Array:
+  """f**p for f >= 0 with finite gradients at f == 0 (double where), SPEC 2.6."""
+  pos = f > 0
+  safe = jnp.where(pos, f, 1.0)
+  return jnp.where(pos, safe ** p, 0.0)

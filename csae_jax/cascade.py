@@ -141,15 +141,14 @@ def reinit_level_biases(params, cfg: Config, step):
   return tuple(params)
 
 
-def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None):
-  """Joint objective L = L1 + sum_l alpha_l L_l with dynamic masking (SPEC 3)."""
+def upper_levels(params, state, live, cfg: Config, *, step=None):
+  """sum_{l>=2} alpha_l L_l given level 1's live atoms (SPEC 3, dynamic masking and N levels).
+
+  Returns (loss, metrics, new states of levels >= 2). Level l's data are level l-1's atoms.
+  """
   step_v = jnp.asarray(0 if step is None else step)
-  fam1 = _fam(cfg, 0)
-  total, out = fam1.loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
-                         row_mask=row_mask, target=target)
-  metrics = {f"l1/{k}": v for k, v in out.metrics.items()}
-  new_states = [out.state]
-  live = live_mask(out.codes, row_mask, cfg.live_eps)
+  total = jnp.asarray(0.0, jnp.float32)
+  metrics, new_states = {}, []
   for l in range(1, cfg.num_levels):
     lv = cfg.levels[l]
     atoms = params[l - 1]["W_dec"]
@@ -173,8 +172,19 @@ def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None
     metrics[pre + "live_atoms"] = n_live.astype(jnp.float32)
     metrics[pre + "active"] = on.astype(jnp.float32)
     live = live_mask(lout.codes, mask, cfg.live_eps) & any_live
+  return total, metrics, tuple(new_states)
+
+
+def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None):
+  """Joint objective L = L1 + sum_l alpha_l L_l (SPEC 3)."""
+  l1, out = _fam(cfg, 0).loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
+                              row_mask=row_mask, target=target)
+  live = live_mask(out.codes, row_mask, cfg.live_eps)
+  upper, metrics, states = upper_levels(params, state, live, cfg, step=step)
+  metrics.update({f"l1/{k}": v for k, v in out.metrics.items()})
+  total = l1 + upper
   metrics["loss"] = total
-  return total, base.LossOutput(metrics, tuple(new_states), out.codes)
+  return total, base.LossOutput(metrics, (out.state,) + states, out.codes)
 
 
 def encode(params, state, x, cfg: Config):

@@ -117,7 +117,7 @@ def recovery_report(planted: PlantedHierarchy, atoms, parent_map, parent_atoms,
   """How well a learned two-level hierarchy recovers the planted one.
 
   atoms: learned level-1 atoms (n1, d); parent_map: (n1,) learned parent or -1;
-  parent_atoms: learned level-2 atoms (n2, d). Each learned atom is matched to its best planted
+  parent_atoms: learned level-2 concepts (n2, d) as points in activation space. Each learned atom is matched to its best planted
   child (cosine), each level-2 atom to its best planted parent. `parent_match` is the fraction of
   matched level-1 atoms (cos >= match_cos) with a parent whose planted parent is their child's
   planted parent; chance is about 1 / n_parents.
@@ -137,6 +137,11 @@ def recovery_report(planted: PlantedHierarchy, atoms, parent_map, parent_atoms,
   truth = planted.child_parent[best_child[use]]
   learned = l2_parent[parent_map[use]]
   frac = float(np.mean(truth == learned)) if use.any() else 0.0
+  # Purity: each learned parent's children, by majority planted parent (no geometry involved).
+  pure = 0
+  for r in np.unique(parent_map[use]):
+    pure += np.bincount(truth[parent_map[use] == r]).max()
+  purity = float(pure / use.sum()) if use.any() else 0.0
   return {
       "children_recovered": float(np.mean(per_child_best >= match_cos)),
       "mean_best_child_cos": float(per_child_best.mean()),
@@ -146,4 +151,5 @@ def recovery_report(planted: PlantedHierarchy, atoms, parent_map, parent_atoms,
       "atoms_matched_with_parent": int(use.sum()),
       "parent_match": frac,
       "parent_match_chance": 1.0 / planted.parent_dirs.shape[0],
+      "parent_purity": purity,
   }

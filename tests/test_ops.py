@@ -58,7 +58,8 @@ def test_row_topk_static_matches_bisection():
 def test_no_sort_in_compiled_selection():
   """XLA:CPU turns top_k()[..., -1] into a full sort; ours must compile without sort."""
   z = jnp.ones((64, 256), jnp.float32)
-  for fn in (lambda z: ops.topk_mask(z, 64), lambda z: ops.row_topk_mask(z, 8)):
+  for fn in (lambda z: ops.topk_mask(z, 64), lambda z: ops.row_topk_mask(z, 8),
+             lambda z: ops.batch_topk_mask(z, 64, row_cap=4)):
     hlo = jax.jit(fn).lower(z).compile().as_text()
     assert "sort(" not in hlo
 
@@ -67,3 +68,27 @@ def test_safe_pow_finite_gradient_at_zero():
   g = jax.grad(lambda f: ops.safe_pow(f, 0.3).sum())(jnp.array([0.0, 0.0, 2.0]))
   assert np.isfinite(np.asarray(g)).all() and float(g[0]) == 0.0
   np.testing.assert_allclose(float(g[2]), 0.3 * 2.0 ** -0.7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["random", "saturated_row", "masked", "annealing_k", "ties"])
+def test_candidate_batch_topk_equals_full_bisection(case):
+  rng = np.random.default_rng(7)
+  z = np.abs(rng.normal(size=(16, 40))).astype(np.float32)
+  valid, k = None, 16 * 3
+  if case == "saturated_row":
+    z[5] += 10.0                      # one row holds far more than 4 x its share of winners
+  if case == "masked":
+    valid = jnp.asarray(rng.random(16) < 0.6)[:, None]
+    k = int(valid.sum()) * 3
+  if case == "annealing_k":
+    k = 16 * 30                       # K beyond all candidates: must fall back
+  if case == "ties":
+    z[:, :20] = 1.0
+  want = np.asarray(ops.topk_mask(jnp.asarray(z), k, valid=valid))
+  got = np.asarray(jax.jit(lambda z: ops.batch_topk_mask(z, k, valid=valid, row_cap=12))(
+      jnp.asarray(z)))
+  assert got.sum() == want.sum()
+  if case != "ties":                  # with ties any exactly-k subset of the tied values is right
+    np.testing.assert_array_equal(got, want)
+  else:
+    np.testing.assert_array_equal(np.sort(z[got]), np.sort(z[want]))

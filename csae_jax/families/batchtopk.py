@@ -31,22 +31,29 @@ def init_state(cfg):
   return {**base.dead_state(cfg), **base.threshold_state()}
 
 
-def batch_select(z, k, row_mask=None):
-  """Keep the k * n_rows largest entries of z (B, n); masked-out rows are never kept."""
+ROW_CAP_FACTOR = 4   # candidates per row for the batch selection: 4 x the mean row's share
+
+
+def batch_select(z, k, row_mask=None, k_hint: int | None = None):
+  """Keep the k * n_rows largest entries of z (B, n); masked-out rows are never kept.
+
+  k_hint (static, the target k) sizes the per-row candidate set of ops.batch_topk_mask.
+  """
   if row_mask is None:
     n_rows = z.shape[0]
     valid = None
   else:
     n_rows = jnp.sum(row_mask, dtype=jnp.int32)
     valid = row_mask[:, None]
-  keep = ops.topk_mask(z, n_rows * k, axis=None, valid=valid)
-  return keep
+  cap = None if k_hint is None else ROW_CAP_FACTOR * k_hint
+  return ops.batch_topk_mask(z, n_rows * k, valid=valid, row_cap=cap)
 
 
-def encode_batch(params, x, k, row_mask=None):
+def encode_batch(params, x, k, row_mask=None, k_hint: int | None = None):
   """Training-time BatchTopK codes and the dense ReLU pre-activation."""
   z = dense_activation(params, x)
-  keep = batch_select(z, k, row_mask)
+  keep = batch_select(z, k, row_mask, k_hint if k_hint is not None else
+                      (k if isinstance(k, int) else None))
   return z * jax.lax.stop_gradient(keep.astype(z.dtype)), z, keep
 
 
@@ -59,14 +66,14 @@ def encode(params, state, x, cfg):
   """Inference codes: thresholded once theta is set, batch top-k over x before that."""
   theta = state["threshold"]
   by_threshold = encode_threshold(params, x, jnp.maximum(theta, 0.0))
-  by_batch = encode_batch(params, x, cfg.k)[0]
+  by_batch = encode_batch(params, x, cfg.k, k_hint=cfg.k)[0]
   return jnp.where(theta >= 0, by_threshold, by_batch)
 
 
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   target = x if target is None else target
   k = base.annealed_k(cfg, step)
-  f, z, keep = encode_batch(params, x, k, row_mask)
+  f, z, keep = encode_batch(params, x, k, row_mask, k_hint=cfg.k)
   xhat = decode(params, f, cfg)
   recon = cv.recon_loss(target, xhat, row_mask)
   metrics = {}

@@ -55,7 +55,7 @@ def prefix_reconstructions(params, f, group_sizes):
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   target = x if target is None else target
   k = base.annealed_k(cfg, step)
-  f, z, keep = batchtopk.encode_batch(params, x, k, row_mask)
+  f, z, keep = batchtopk.encode_batch(params, x, k, row_mask, k_hint=cfg.k)
   recons = prefix_reconstructions(params, f, cfg.group_sizes)
   per_prefix = jnp.stack([cv.recon_loss(target, r, row_mask) for r in recons])
   recon = per_prefix.sum() if cfg.prefix_reduce == "sum" else per_prefix.mean()

@@ -89,12 +89,15 @@ def batch_topk_mask(z: jax.Array, k_total, *, valid: jax.Array | None = None,
   if valid is not None:
     zz = jnp.where(valid, zz, -1.0)        # negative bit patterns: never counted
   cand = lax.top_k(zz, row_cap)[0]
-  t = _kth_largest_bits(lax.bitcast_convert_type(cand, jnp.int32), k_total, None)
+  cand_bits = lax.bitcast_convert_type(cand, jnp.int32)
+  t = _kth_largest_bits(cand_bits, k_total, None)[0, 0]
   row_min_bits = lax.bitcast_convert_type(cand.min(-1), jnp.int32)
-  saturated = jnp.any(row_min_bits >= t[0, 0])
-  bits = _nonneg_bits(z, valid)
-  t = lax.cond(saturated, lambda: _kth_largest_bits(bits, k_total, None), lambda: t)
-  return _select(bits, t, k_total, None)
+  exact = ~jnp.any(row_min_bits >= t)     # no winner can hide outside the candidates
+  # With no tie straddling the cut, "bits >= t" is the answer: one pass over the full array.
+  no_ties = jnp.sum(cand_bits >= t, dtype=jnp.int32) == jnp.asarray(k_total, jnp.int32)
+  return lax.cond(exact & no_ties,
+                  lambda: lax.bitcast_convert_type(zz, jnp.int32) >= t,
+                  lambda: topk_mask(z, k_total, axis=None, valid=valid))
 
 
 def row_topk_mask_static(z: jax.Array, k: int) -> jax.Array:

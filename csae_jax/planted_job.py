@@ -1,4 +1,4 @@
-"""The planted-hierarchy job as a function (the launch script and notebooks call `run`)."""
+"""The planted-hierarchy main job as a function (launch/planted.py and notebooks call `run`)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,7 @@ import tempfile
 import jax
 import numpy as np
 
-from csae_jax import conventions as cv
-from csae_jax import models
 from csae_jax import planted
-from csae_jax import training
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -22,14 +19,6 @@ def write_json_atomic(path: str, obj) -> None:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
 
-
-def batches(tokens: np.ndarray, batch_size: int, seed: int):
-  """Batch i = rows drawn by a stateless rule of (seed, i), so a resumed run sees the same data."""
-  i = 0
-  while True:
-    rng = np.random.default_rng([seed, i])
-    yield tokens[rng.integers(0, len(tokens), batch_size)]
-    i += 1
 
 
 def level2_concepts(model, params, parent_map) -> np.ndarray:
@@ -66,47 +55,37 @@ def hierarchy_listing(pl, atoms, parent_map, parent_atoms):
   return {"units": units, "no_parent": np.flatnonzero(parent_map < 0).tolist()}
 
 
-def run(config, workdir: str, log_fn=None) -> dict:
-  """Train config.model on the planted hierarchy config.data.planted; write and return a report."""
-  report_path = os.path.join(workdir, "report.json")
-  if os.path.exists(report_path) and not config.get("overwrite", False):
-    raise FileExistsError(f"{report_path} exists: this run is finished; pass "
-                          "--config.overwrite=True or choose another --workdir")
-  pcfg = planted.PlantedConfig(**config.data.planted.to_dict())
-  if pcfg.d != config.model.d:
-    raise ValueError(f"planted data have d={pcfg.d} but config.model.d={config.model.d}")
-  pl = planted.make_planted(pcfg)
-  scale = cv.estimate_input_scale([pl.tokens])
-  tokens = pl.tokens / scale
-  model = models.build_model(config.model, total_steps=config.steps)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  os.makedirs(workdir, exist_ok=True)
-  with open(metrics_path, "w") as mf:
-    def log(step, m):
-      mf.write(json.dumps({"step": step, **m}) + "\n")
-      mf.flush()
-      if log_fn is not None:
-        log_fn(step, m)
+def run(config, workdir: str) -> dict:
+  """Train config.model on config.data.planted with the trainer; write and return a report.
 
-    ts, final = training.fit(model, batches(tokens, config.batch_size, config.seed), config.steps,
-                             key=jax.random.PRNGKey(config.seed), lr=config.lr,
-                             warmup_steps=config.warmup_steps, log_every=config.log_every,
-                             log_fn=log)
-  params = jax.device_get(ts.params)
-  if not model.is_cascade:
-    raise ValueError("the planted job reports a hierarchy: config.model.name must be 'cascade'")
+  Training goes through csae_jax.trainer (checkpoints, resume, metrics.jsonl, TensorBoard), so
+  re-running the same command resumes, and a finished run is refused without overwrite.
+  """
+  from csae_jax import trainer
+  if config.data.kind != "planted":
+    raise ValueError(f"the planted job needs config.data.kind='planted', got {config.data.kind!r}")
+  if config.model.name != "cascade":
+    raise ValueError("the planted job reports a hierarchy: config.model.name must be 'cascade', "
+                     f"got {config.model.name!r}")
+  result = trainer.train(config, workdir)
+  trained = trainer.load_run(workdir)
+  pl = planted.make_planted(planted.PlantedConfig(**trained.config.data.planted.to_dict()))
+  params = jax.device_get(trained.params)
+  model = trained.model
   parent_map = np.asarray(model.parent_maps(params)[0])
   atoms = np.asarray(params[0]["W_dec"])
   parent_atoms = level2_concepts(model, params, parent_map)
   recovery = planted.recovery_report(pl, atoms, parent_map, parent_atoms)
+  final = result.metrics
   summary = {
-      "steps": config.steps, "input_scale": scale,
-      "level1": {k: final[f"l1/{k}"] for k in ("fvu", "l0", "dead_fraction")},
-      "level2": {k: final[f"l2/{k}"] for k in ("fvu", "l0", "dead_fraction", "live_atoms")},
+      "steps": trained.step, "input_scale": trained.input_scale,
+      "tokens_per_s": result.tokens_per_s,
+      "level1": {k: final.get(f"l1/{k}") for k in ("fvu", "l0", "dead_fraction")},
+      "level2": {k: final.get(f"l2/{k}") for k in ("fvu", "l0", "dead_fraction", "live_atoms")},
       **recovery,
   }
-  report = {"summary": summary, "config": config.to_dict()}
+  report = {"summary": summary, "config": trained.config.to_dict()}
   write_json_atomic(os.path.join(workdir, "hierarchy.json"),
                     hierarchy_listing(pl, atoms, parent_map, parent_atoms))
-  write_json_atomic(report_path, report)
+  write_json_atomic(os.path.join(workdir, "report.json"), report)
   return report

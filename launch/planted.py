@@ -2,15 +2,16 @@ r"""Train a cascade on the planted hierarchy and report how much of the truth it
 
   .venv/bin/python -m launch.planted --config=configs/planted_csae.py --workdir=runs/planted
 
-Writes <workdir>/report.json (figures), <workdir>/hierarchy.json (every Level-2 unit with its
-children) and <workdir>/metrics.jsonl; prints progress and a summary.
+Trains with csae_jax.trainer (checkpoints, resume, metrics.jsonl, TensorBoard events in the
+workdir), then writes <workdir>/report.json (figures) and <workdir>/hierarchy.json (every Level-2
+unit with its children) and prints a summary. Re-running resumes; a finished run needs
+--config.overwrite=True.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -24,17 +25,12 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/planted", "Output directory.")
 
 def main(argv):
   del argv
-  t0 = time.time()
-
-  def log(step, m):
-    keys = ("loss", "l1/fvu", "l1/l0", "l1/dead_fraction", "l2/fvu", "l2/live_atoms")
-    shown = " ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
-    print(f"step {step:6d}  {shown}  tok/s={m['tokens_per_s']:.3g}  {time.time() - t0:.0f}s",
-          flush=True)
-
-  report = planted_job.run(_CONFIG.value, _WORKDIR.value, log_fn=log)
+  from csae_jax.trainer import metrics as metrics_lib
+  metrics_lib.quiet_library_logs()
+  report = planted_job.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(report["summary"], indent=2))
-  print(f"wrote {os.path.join(_WORKDIR.value, 'report.json')}")
+  print(f"wrote {os.path.join(_WORKDIR.value, 'report.json')} and hierarchy.json; checkpoints, "
+        "metrics.jsonl and TensorBoard events are in the same directory")
 
 
 if __name__ == "__main__":

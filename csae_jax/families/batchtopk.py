@@ -65,9 +65,8 @@ def encode_threshold(params, x, theta):
 def encode(params, state, x, cfg):
   """Inference codes: thresholded once theta is set, batch top-k over x before that."""
   theta = state["threshold"]
-  by_threshold = encode_threshold(params, x, jnp.maximum(theta, 0.0))
-  by_batch = encode_batch(params, x, cfg.k, k_hint=cfg.k)[0]
-  return jnp.where(theta >= 0, by_threshold, by_batch)
+  return jax.lax.cond(theta >= 0, lambda: encode_threshold(params, x, theta),
+                      lambda: encode_batch(params, x, cfg.k, k_hint=cfg.k)[0])
 
 
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):

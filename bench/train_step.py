@@ -1,0 +1,202 @@
+"""Tokens/s of one full training step per family and for the cascade, against the FLOP floor.
+
+  python bench/train_step.py                       # B=4096 d=1024 n=8192 k=32 float32
+  python bench/train_step.py --batch=1024 --reps=2 --families=relu,batchtopk
+  python bench/train_step.py --saelens_python=/path/to/saelens-venv/bin/python  # + SAELens column
+  (the batch top-k selection alone, bisection vs row candidates: bench/selection.py)
+
+In one run on one machine: the matmul rate R (best time of the step's own matmul shape), then for
+each method the step time t, its matmul FLOPs F (counted from the step's jaxpr: every dot_general,
+forward and backward) and the efficiency (F / R) / t, the fraction of the machine's matmul rate the
+whole step reaches (1.0 = nothing but matmuls at full speed). The cascade (Level 2: n2 latents over
+the n level-1 atoms) is compared with its flat Level-1 step: time ratio vs FLOP ratio. Also reports
+whether `sort(` appears in each compiled step (XLA:CPU top-k fallbacks). With --saelens_python,
+SAELens's own training step for the same shapes is timed in that interpreter in the same run
+(bench/saelens_step.py) and each family gets the ratio SAELens time / our time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from jax.extend import core as jax_core  # noqa: E402
+from absl import flags  # noqa: E402
+
+from csae_jax import training  # noqa: E402
+from csae_jax.models import build_model  # noqa: E402
+
+_B = flags.DEFINE_integer("batch", 4096, "Tokens per batch.")
+_D = flags.DEFINE_integer("d", 1024, "Activation width.")
+_N = flags.DEFINE_integer("n", 8192, "Dictionary size.")
+_K = flags.DEFINE_integer("k", 32, "k of the k-sparse families.")
+_N2 = flags.DEFINE_integer("n2", 1024, "Cascade Level-2 latents (over the n atoms).")
+_REPS = flags.DEFINE_integer("reps", 3, "Timed steps per method (the best efficiency is kept).")
+_SAELENS_PYTHON = flags.DEFINE_string(
+    "saelens_python", None, "Python of an environment with sae_lens + torch 2.13.0: adds a column "
+    "with SAELens's step time for the same shapes (bench/saelens_step.py, run in that Python).")
+_FAMILIES = flags.DEFINE_string(
+    "families", "relu,topk,batchtopk,jumprelu,gated,pannealing,matryoshka,stacked,"
+    "batchtopk_noaux,cascade",
+    "Comma-separated methods to time.")
+
+
+def model_config(name, d, n, k, n2):
+  if name == "batchtopk_noaux":   # the cascade's Level 1 alone (the release has no AuxK)
+    return {"name": "batchtopk", "d": d, "options": {"n": n, "k": k, "aux_k": None}}
+  if name == "cascade":
+    return {"name": "cascade", "d": d,
+            "levels": [dict(family="batchtopk", n=n, k=k, aux_k=None),
+                       dict(family="batchtopk", n=n2, k=1, aux_k=None)],
+            "cascade": dict(k_anneal_frac=0.0)}
+  options = {"n": n}
+  if name in ("topk", "batchtopk", "matryoshka"):
+    options.update(k=k)
+  if name == "matryoshka":
+    options.update(group_sizes=[n // 4, n - n // 4])
+  if name == "stacked":
+    options.update(k=k, n2=n2, k2=max(1, k // 4))
+  return {"name": name, "d": d, "options": options}
+
+
+def dot_flops(jaxpr) -> float:
+  """2 * M * N * K summed over every dot_general of a (closed) jaxpr, sub-jaxprs included."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lc, _), (lb, _) = eqn.params["dimension_numbers"]
+      a = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total += 2.0 * np.prod(out, dtype=np.float64) * np.prod([a[i] for i in lc], dtype=np.float64)
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      mult = 1.0
+      if eqn.primitive.name == "scan":
+        mult = float(eqn.params["length"])
+      total += mult * dot_flops(sub)
+  return total
+
+
+def best_time(fn, reps):
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+class MatmulRate:
+  """FLOP/s of the step's matmul orientations (B x d @ d x n, B x n @ n x d, and the weight-
+  gradient contraction over B) on this machine now; the best one is the rate a step could reach.
+  Measured again next to every timed step, so a busy machine biases both the same way."""
+
+  def __init__(self, b, d, n):
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (b, d), jnp.float32)
+    f = jax.random.normal(key, (b, n), jnp.float32)
+    w_enc = jax.random.normal(key, (d, n), jnp.float32)
+    w_dec = jax.random.normal(key, (n, d), jnp.float32)
+    self.flops = 2.0 * b * d * n
+    self.cases = [(jax.jit(lambda x, w: x @ w), (x, w_enc)),
+                  (jax.jit(lambda f, w: f @ w), (f, w_dec)),
+                  (jax.jit(lambda f, x: f.T @ x), (f, x))]
+    for fn, args in self.cases:
+      jax.block_until_ready(fn(*args))
+
+    self.best = 0.0
+
+  def measure(self) -> float:
+    rate = max(self.flops / best_time(lambda: fn(*args), 1) for fn, args in self.cases)
+    self.best = max(self.best, rate)
+    return rate
+
+
+def time_step(name, b, d, n, k, n2, reps, rate: MatmulRate):
+  """(best step seconds, matmul FLOPs, sort in HLO, best efficiency, rate at that rep)."""
+  model = build_model(model_config(name, d, n, k, n2), total_steps=10_000)
+  opt, schedule = training.make_optimizer(model, 10_000, warmup_steps=10)
+  x = jax.random.normal(jax.random.PRNGKey(2), (b, d), jnp.float32) / np.sqrt(d)
+  ts = jax.jit(lambda key, x: training.init_train_state(model, opt, key, x))(
+      jax.random.PRNGKey(0), x)
+  ts = ts._replace(step=jnp.asarray(2000, jnp.int32))  # past warm-ups: the steady-state step
+
+  def step(ts, x):
+    return training.train_step(model, opt, schedule, ts, x)
+
+  flops = dot_flops(jax.make_jaxpr(step)(ts, x).jaxpr)
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(ts, x).compile()
+  has_sort = "sort(" in compiled.as_text()
+  state = {"ts": ts}
+
+  def one():
+    state["ts"], m = compiled(state["ts"], x)
+    return m["loss"]
+
+  one()
+  best = (float("inf"), 0.0, 0.0)
+  for _ in range(reps):          # each step timed right after a matmul-rate measurement
+    r = rate.measure()
+    t = best_time(one, 1)
+    eff = flops / r / t
+    if eff > best[1]:
+      best = (t, eff, r)
+  return best[0], flops, has_sort, best[1], best[2]
+
+
+def saelens_times(b, d, n, k, reps) -> dict:
+  """{family: SAELens seconds per step}, timed in --saelens_python (empty when not given)."""
+  if not _SAELENS_PYTHON.value:
+    print("# SAELens column skipped: pass --saelens_python=<python with sae_lens installed>")
+    return {}
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saelens_step.py")
+  out = subprocess.run([_SAELENS_PYTHON.value, script, f"--B={b}", f"--d={d}", f"--n={n}",
+                        f"--k={k}", f"--reps={reps}"], capture_output=True, text=True, check=True)
+  res = json.loads(out.stdout.strip().splitlines()[-1])
+  print(f"# SAELens: torch {res['torch']}, {res['threads']} threads; s/step: "
+        + ", ".join(f"{f}={t:.3f}" for f, t in res["seconds_per_step"].items()))
+  return res["seconds_per_step"]
+
+
+def main(argv):
+  del argv
+  b, d, n, k, n2, reps = _B.value, _D.value, _N.value, _K.value, _N2.value, _REPS.value
+  print(f"# machine: {os.cpu_count()} CPUs, jax {jax.__version__}, backend "
+        f"{jax.default_backend()}, devices {jax.device_count()}")
+  print(f"# shapes: B={b} d={d} n={n} k={k} float32; cascade Level 2: {n2} latents over {n} "
+        f"atoms")
+  rate = MatmulRate(b, d, n)
+  print(f"# matmul rate (best of the step's B={b}, d={d}, n={n} matmuls), now: "
+        f"{rate.measure() / 1e9:.1f} GFLOP/s; each row pairs a step with a fresh rate")
+  saelens = saelens_times(b, d, n, k, reps)
+  print(f"{'method':16s} {'step_s':>8s} {'tokens/s':>10s} {'GFLOP':>8s} {'GFLOP/s':>8s} "
+        f"{'floor_s':>8s} {'eff':>6s} {'sort':>5s} {'vs SAELens':>10s}")
+  results = {}
+  for name in [f for f in _FAMILIES.value.split(",") if f]:
+    t, flops, has_sort, eff, r = time_step(name, b, d, n, k, n2, reps, rate)
+    results[name] = (t, flops, eff)
+    vs = f"{saelens[name] / t:7.2f}x" if name in saelens else "      -"
+    print(f"{name:16s} {t:8.3f} {b / t:10.0f} {flops / 1e9:8.1f} {r / 1e9:8.1f} "
+          f"{flops / r:8.3f} {eff:6.2f} {'yes' if has_sort else 'no':>5s} {vs}", flush=True)
+  print(f"# conservative: the best matmul rate seen in this run, {rate.best / 1e9:.1f} GFLOP/s, "
+        "against each method's best step time:")
+  for name, (t, flops, _) in results.items():
+    print(f"#   {name:16s} eff {flops / rate.best / t:5.2f}")
+  if "cascade" in results and "batchtopk_noaux" in results:
+    _, flat_f, flat_eff = results["batchtopk_noaux"]
+    _, casc_f, casc_eff = results["cascade"]
+    # Time ratio at equal machine speed: (F_c / eff_c) / (F_f / eff_f).
+    ratio_t, ratio_f = (casc_f / casc_eff) / (flat_f / flat_eff), casc_f / flat_f
+    print(f"# cascade / its flat Level 1 (BatchTopK, no AuxK): time x{ratio_t:.3f}, FLOPs "
+          f"x{ratio_f:.3f}, time ratio / FLOP ratio = {ratio_t / ratio_f:.3f} (target <= 1.1)")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,31 @@
+"""The authors' released CSAE run (SPEC 3): BatchTopK at both levels, n1 20000 (k1 6) and
+n2 10000 (k2 1), no sparsity penalty, no AuxK, alpha 1, lr 1e-4, 1024 tokens per batch, 500M
+tokens, Level 2 from step 10000 (b2 <- geometric median of the Level-1 atoms then), k of each
+level annealed from d over the first 10% of steps, thresholds EMA after step 1000.
+
+  python launch/train.py --config=configs/csae_release.py --workdir=runs/csae_release \
+      --config.data.path=stores/qwen3vl_imagenet_train
+
+When no atom is live the Level-2 term is skipped (the paper); the release uses all atoms:
+--config.model.cascade.empty_live=all.
+"""
+from csae_jax.trainer.config import PAPER_K
+from csae_jax.trainer.config import PAPER_N
+from csae_jax.trainer.config import QWEN3VL_D
+from csae_jax.trainer.config import base_config
+from csae_jax.trainer.config import paper_run
+
+
+def get_config():
+  c = base_config()
+  c.model.name = "cascade"
+  c.model.d = QWEN3VL_D
+  c.model.levels = [
+      dict(family="batchtopk", n=PAPER_N["l1"], k=PAPER_K["l1"], aux_k=None),
+      dict(family="batchtopk", n=PAPER_N["l2"], k=PAPER_K["l2"], aux_k=None),
+  ]
+  c.model.cascade = dict(alphas=[1.0], level_start_steps=[10_000], stop_gradient="full",
+                         empty_live="skip", k_anneal_frac=0.1)
+  paper_run(c)
+  c.lr = 1e-4
+  return c

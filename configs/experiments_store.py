@@ -1,0 +1,74 @@
+"""The paper's experiment grid on one activation store (Tables 1/2, the full HMS table, Table 4).
+
+  python launch/experiments.py --config=configs/experiments_store.py \
+      --config.data.path=/data/stores/imagenet_train --config.data.eval_path=/data/stores/imagenet_val \
+      --workdir=/data/exp/imagenet
+
+Sizes follow the authors' release (SPEC 3): n1 = 20000, n2 = 10000, k1 = 6, k2 = 1, 1024 tokens
+per batch, CSAE Level 2 from step 10000 (sae2_start). The eval store must hold reference image
+embeddings (extract with --embedding_backbone). Every trained SAE is a checkpointed trainer run
+under <workdir>/runs; a finished run or evaluation is never redone.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.methods = "batchtopk,topk,relu,pannealing,gated,jumprelu,matryoshka,stacked,csae"
+  c.ablations = "partial_sg,bilateral_sg,stacked,hac,spectral,full"
+  c.overwrite = False
+
+  c.data = ml_collections.ConfigDict()
+  c.data.kind = "store"            # store | planted
+  c.data.path = ""                 # training store
+  c.data.eval_path = ""            # held-out store for evaluation ("" = the training store)
+  c.data.verify = True
+  c.data.planted = ml_collections.ConfigDict()
+  c.data.eval_fraction = 0.2       # planted only: fraction of images held out
+
+  c.n1, c.n2, c.k1, c.k2 = 20000, 10000, 6, 1
+  c.flat_level2_k = config_dict.placeholder(int)   # k of the flat Level-2 SAEs (None: k1)
+  c.stacked_k2 = 1
+  c.posthoc_source = "batchtopk"   # HAC / spectral cluster the atoms of: batchtopk (n1) | csae
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 500_000          # 500M tokens at 1024 tokens per batch
+  c.train.batch_size = 1024
+  c.train.lr = 1e-4
+  c.train.warmup_steps = 1000
+  c.train.seed = 0
+  c.train.checkpoint_every = 10_000
+  c.train.log_every = 1000
+  c.train.scale_batches = 100
+
+  # Family options (csae_jax/families/*.py Config fields), shared by both levels of a flat pair.
+  c.families = ml_collections.ConfigDict()
+  for fam in ("batchtopk", "topk", "relu", "pannealing", "gated", "jumprelu", "matryoshka",
+              "stacked"):
+    c.families[fam] = ml_collections.ConfigDict()
+
+  c.csae = ml_collections.ConfigDict()
+  c.csae.level1 = ml_collections.ConfigDict(dict(aux_k=None))
+  c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None))
+  c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=[10000]))
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.chunk_tokens = 4096       # SPEC 4: encode in chunks of 4096 tokens
+  c.eval.encoding = "batch"        # batch (BatchTopK over the chunk) | threshold
+  c.eval.coact_source = "dense"    # co-activation from dense activations | inference codes
+  c.eval.matryoshka_groups = (0, 1)  # (Level-1 group, Level-2 group)
+  c.eval.children = "alive"        # children are alive Level-1 units | all units
+  c.eval.top_alive = 12
+  c.eval.act_min = 1e-3
+  c.eval.hac_linkage = "ward"
+  c.eval.spectral_neighbors = 10
+  c.eval.top_images = 16
+  c.eval.match_cos = 0.8           # planted recovery: an atom matches a child at this cosine
+
+  c.report = ml_collections.ConfigDict()
+  c.report.browser = True
+  c.report.max_parents = 200       # top-level units shown per browser page
+  c.report.thumbs_per_child = 4
+  c.report.image_root = ""         # directory the store's image ids are relative to
+  return c

@@ -1,0 +1,20 @@
+"""Stacked SAE at the paper's sizes: TopK n1=20000 (k1=6) on activations, TopK n2=10000 (k2=1)
+on its codes, all three loss terms (SPEC 2.8).
+
+  python launch/train.py --config=configs/stacked.py --workdir=runs/stacked \
+      --config.data.path=stores/qwen3vl_imagenet_train
+"""
+from csae_jax.trainer.config import PAPER_K
+from csae_jax.trainer.config import PAPER_N
+from csae_jax.trainer.config import QWEN3VL_D
+from csae_jax.trainer.config import base_config
+from csae_jax.trainer.config import paper_run
+
+
+def get_config():
+  c = base_config()
+  c.model.name = "stacked"
+  c.model.d = QWEN3VL_D
+  c.model.options = dict(n=PAPER_N["l1"], k=PAPER_K["l1"], n2=PAPER_N["l2"], k2=PAPER_K["l2"])
+  paper_run(c)
+  return c

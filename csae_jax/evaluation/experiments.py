@@ -1,0 +1,393 @@
+"""The paper's experiment grid on one store: train every method, evaluate, write the tables.
+
+Layout of an experiment workdir:
+  experiment.json            the experiment config (a rerun with a different one refuses to mix)
+  data/train, data/eval      planted runs only: the planted hierarchy written as activation stores
+  runs/<run>/                one trainer workdir per trained SAE (csae_jax.trainer: checkpointed,
+                             resumable; a finished run is loaded, never retrained)
+  results/<method>/          arrays.npz + summary.json per evaluated method (skipped when present
+                             with the same evaluation fingerprint)
+  tables/                    table1_2.{md,csv} (HMS mean & median), hms_full.{md,csv},
+                             table4.{md,csv} (ablations), reconstruction.{md,csv}
+  plots/                     hms_distribution.png, children_per_parent.png
+  browser/<method>.html      static concept browsers, index.html
+
+Methods (SPEC 2, 3; paper Tables 1/2 and 4): flat families are two separate SAEs of sizes n1 and
+n2 on the same data with co-activation parents; Matryoshka uses its two groups; Stacked uses f2;
+CSAE uses its Level-2 encoder; partial/bilateral SG are CSAE variants; HAC/spectral cluster the
+Level-1 atoms of `posthoc_source` (default: the flat BatchTopK n1 SAE).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import ml_collections
+from absl import logging
+
+from csae_jax.evaluation import evaluator as eval_lib
+from csae_jax.evaluation import recovery as recovery_lib
+from csae_jax.evaluation import sources as sources_lib
+from csae_jax.evaluation import subjects as subjects_lib
+
+TABLE_METHODS = ("batchtopk", "topk", "relu", "pannealing", "gated", "jumprelu", "matryoshka",
+                 "stacked", "csae")
+ABLATIONS = ("partial_sg", "bilateral_sg", "stacked", "hac", "spectral", "full")
+FLAT_FAMILIES = ("batchtopk", "topk", "relu", "pannealing", "gated", "jumprelu")
+K_FAMILIES = ("batchtopk", "topk", "matryoshka")
+DISPLAY = {"batchtopk": "BatchTopK", "topk": "TopK", "relu": "ReLU", "pannealing": "P-Annealing",
+           "gated": "Gated", "jumprelu": "JumpReLU", "matryoshka": "Matryoshka",
+           "stacked": "Stacked", "csae": "CSAE", "partial_sg": "Partial SG",
+           "bilateral_sg": "Bilateral SG", "hac": "HAC", "spectral": "Spectral",
+           "full": "CSAE (Full)"}
+# Ablation columns that are the same evaluation as a Table-1 method.
+ALIASES = {"full": "csae"}
+
+
+def _split(s) -> list[str]:
+  if isinstance(s, (list, tuple)):
+    return [str(x).strip() for x in s if str(x).strip()]
+  return [x.strip() for x in str(s or "").split(",") if x.strip()]
+
+
+def _plain(c) -> dict:
+  if isinstance(c, ml_collections.ConfigDict):
+    return json.loads(c.to_json_best_effort())
+  return json.loads(json.dumps(c))
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the offending key before any work."""
+  methods, ablations = _split(config.methods), _split(config.ablations)
+  for m in methods:
+    if m not in TABLE_METHODS:
+      raise ValueError(f"config.methods names unknown method {m!r}; known: {TABLE_METHODS}")
+  for a in ablations:
+    if a not in ABLATIONS:
+      raise ValueError(f"config.ablations names unknown ablation {a!r}; known: {ABLATIONS}")
+  if not methods and not ablations:
+    raise ValueError("config.methods and config.ablations are both empty: nothing to run")
+  for name in ("n1", "n2", "k1", "k2"):
+    v = config[name]
+    if not isinstance(v, int) or v <= 0:
+      raise ValueError(f"config.{name} must be a positive integer, got {v!r}")
+  if config.k1 > config.n1 or config.k2 > config.n2:
+    raise ValueError(f"k1={config.k1} / k2={config.k2} exceed n1={config.n1} / n2={config.n2}")
+  if config.data.kind not in ("planted", "store"):
+    raise ValueError(f"config.data.kind must be 'planted' or 'store', got {config.data.kind!r}")
+  if config.data.kind == "store" and not config.data.path:
+    raise ValueError("config.data.kind='store' needs config.data.path (the training store)")
+  if config.posthoc_source not in ("batchtopk", "csae"):
+    raise ValueError(f"config.posthoc_source must be 'batchtopk' or 'csae', got "
+                     f"{config.posthoc_source!r}")
+  eval_options(config).validate()
+
+
+def eval_options(config, posthoc=None) -> eval_lib.Options:
+  e = config.eval
+  return eval_lib.Options(chunk_tokens=e.chunk_tokens, top_alive=e.top_alive, act_min=e.act_min,
+                          children=e.children, posthoc=posthoc, posthoc_clusters=config.n2,
+                          hac_linkage=e.hac_linkage, spectral_neighbors=e.spectral_neighbors,
+                          top_images=e.top_images, seed=config.train.seed)
+
+
+# ----------------------------------------------------------------------------- data
+def prepare_data(config, workdir: str) -> tuple[str, str, object]:
+  """(train store path, eval store path, planted hierarchy or None).
+
+  Planted data is written once as two stores (train / held-out eval images, with embeddings), so
+  planted experiments take exactly the same path as real ones.
+  """
+  if config.data.kind == "store":
+    train = config.data.path
+    ev = config.data.eval_path or config.data.path
+    return train, ev, None
+  from csae_jax import planted as planted_lib
+  from csae_jax import store as store_lib
+  pc = planted_lib.PlantedConfig(**_plain(config.data.planted))
+  train_src, eval_src, ph = sources_lib.planted_sources(pc, config.data.eval_fraction,
+                                                        config.train.seed)
+  paths = {}
+  for split, src in (("train", train_src), ("eval", eval_src)):
+    path = os.path.join(workdir, "data", split)
+    paths[split] = path
+    if os.path.exists(os.path.join(path, store_lib.MANIFEST)):
+      continue
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    store_lib.write_store(path, src.tokens, src.token_offsets, labels=src.labels,
+                          image_ids=src.image_ids, embeddings=src.embeddings(),
+                          label_names=[f"parent_{p}" for p in range(pc.n_parents)],
+                          split=split, model="planted", hooked_module="planted",
+                          embedding_backbone="planted_codes",
+                          manifest_extra={"planted": _plain(config.data.planted)})
+  return paths["train"], paths["eval"], ph
+
+
+# ----------------------------------------------------------------------------- runs
+def _family_options(config, family) -> dict:
+  fo = config.families.get(family) if "families" in config else None
+  return _plain(fo) if fo is not None else {}
+
+
+def _flat_model(config, family, level, d) -> dict:
+  n = config.n1 if level == 1 else config.n2
+  opts = dict(n=n)
+  if family in K_FAMILIES:
+    k = config.k1 if level == 1 else (config.flat_level2_k or config.k1)
+    opts["k"] = int(min(k, n))
+  opts.update(_family_options(config, family))
+  opts["n"] = n
+  return {"name": family, "d": d, "options": opts}
+
+
+def run_models(config, d: int) -> dict[str, dict]:
+  """Training model configs (config.model schema of csae_jax.models) of every run needed."""
+  methods, ablations = _split(config.methods), _split(config.ablations)
+  need = set()
+  for m in methods:
+    if m in FLAT_FAMILIES:
+      need |= {f"{m}_l1", f"{m}_l2"}
+    elif m == "csae":
+      need.add("csae_full")
+    else:
+      need.add(m)
+  for a in ablations:
+    if a in ("hac", "spectral"):
+      need.add("batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full")
+    elif a == "full":
+      need.add("csae_full")
+    elif a == "stacked":
+      need.add("stacked")
+    else:
+      need.add("csae_" + a.split("_")[0])
+  out = {}
+  for run in sorted(need):
+    if run.endswith(("_l1", "_l2")):
+      fam, level = run[:-3], int(run[-1])
+      out[run] = _flat_model(config, fam, level, d)
+    elif run == "matryoshka":
+      opts = {"n": config.n1 + config.n2, "k": config.k1, "group_sizes": [config.n1, config.n2]}
+      opts.update(_family_options(config, "matryoshka"))
+      out[run] = {"name": "matryoshka", "d": d, "options": opts}
+    elif run == "stacked":
+      opts = {"n": config.n1, "k": config.k1, "n2": config.n2,
+              "k2": int(min(config.stacked_k2, config.k1 - 1 if config.k1 > 1 else 1))}
+      opts.update(_family_options(config, "stacked"))
+      out[run] = {"name": "stacked", "d": d, "options": opts}
+    else:
+      mode = run.split("_")[1]
+      lv1 = dict(family="batchtopk", n=config.n1, k=config.k1)
+      lv2 = dict(family="batchtopk", n=config.n2, k=config.k2)
+      lv1.update(_plain(config.csae.level1))
+      lv2.update(_plain(config.csae.level2))
+      casc = _plain(config.csae.cascade)
+      casc["stop_gradient"] = mode
+      out[run] = {"name": "cascade", "d": d, "levels": [lv1, lv2], "cascade": casc}
+  return out
+
+
+def train_config(config, model: dict, train_path: str):
+  from csae_jax.trainer.config import base_config
+  c = base_config()
+  c.model = ml_collections.ConfigDict(model)
+  t = config.train
+  c.steps, c.batch_size, c.seed = t.steps, t.batch_size, t.seed
+  c.lr = t.lr
+  c.warmup_steps = t.warmup_steps
+  c.checkpoint_every = t.checkpoint_every
+  c.log_every = t.log_every
+  c.progress = "never"
+  c.data.kind = "store"
+  c.data.path = train_path
+  c.data.verify = config.data.verify
+  c.data.scale_batches = t.scale_batches
+  return c
+
+
+def train_or_load(config, run_dir: str, model: dict, train_path: str):
+  """A finished run is loaded; an unfinished one resumes (csae_jax.trainer)."""
+  from csae_jax import trainer
+  from csae_jax.trainer import checkpoint as ckpt_lib
+  from csae_jax.trainer import config as cfg_lib
+  rd = ckpt_lib.RunDir(run_dir)
+  want = train_config(config, model, train_path)
+  if rd.finished():
+    diffs = cfg_lib.differences(ckpt_lib.read_json(rd.config),
+                                cfg_lib.to_plain(cfg_lib.complete(want)))
+    if diffs:
+      raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
+                       "use another --workdir or --config.overwrite=True")
+  else:
+    t0 = time.time()
+    trainer.train(want, run_dir)
+    logging.info("trained %s in %.1fs", run_dir, time.time() - t0)
+  return trainer.load_run(run_dir)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _subject(config, method, runs):
+  e = config.eval
+  kw = dict(encoding=e.encoding, coact_source=e.coact_source,
+            matryoshka_groups=tuple(e.matryoshka_groups))
+
+  def raw(run):
+    p, s = run.raw_params()
+    return run.model, p, s
+
+  if method in FLAT_FAMILIES:
+    m1, p1, s1 = raw(runs[f"{method}_l1"])
+    m2, p2, s2 = raw(runs[f"{method}_l2"])
+    return subjects_lib.from_model(m1, p1, s1, model2=m2, params2=p2, state2=s2, **kw), None
+  if method in ("matryoshka", "stacked"):
+    return subjects_lib.from_model(*raw(runs[method]), **kw), None
+  if method in ("csae", "full"):
+    return subjects_lib.from_model(*raw(runs["csae_full"]), **kw), None
+  if method in ("partial_sg", "bilateral_sg"):
+    return subjects_lib.from_model(*raw(runs["csae_" + method.split("_")[0]]), **kw), None
+  src = "batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full"
+  m, p, s = raw(runs[src])
+  if m.is_cascade:  # cluster the CSAE's Level-1 atoms: evaluate its Level 1 as a flat SAE
+    lv1 = m.cfg.levels[0]
+    from csae_jax.models import Model
+    m, p, s = Model(lv1.family, lv1.cfg), p[0], s[0]
+  return subjects_lib.from_model(m, p, s, **kw), method
+
+
+def fingerprint(config, method) -> str:
+  keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", "train", "data",
+                                         "families", "csae", "posthoc_source", "stacked_k2",
+                                         "flat_level2_k")}
+  keys["method"] = method
+  return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate_method(config, method, runs, eval_source, planted, out_dir):
+  subject, posthoc = _subject(config, method, runs)
+  ev = eval_lib.evaluate(subject, eval_source, eval_options(config, posthoc))
+  s = ev.summary
+  s["method"] = method
+  s["display"] = DISPLAY[method]
+  if planted is not None:
+    s["recovery"] = recovery_lib.score_recovery(
+        subject.atoms1, ev.parents[0], planted.child_dirs, planted.child_parent,
+        atoms2=subject.atoms2 if posthoc is None else None, parent_dirs=planted.parent_dirs,
+        keep=ev.alive, match_cos=config.eval.match_cos, seed=config.train.seed)
+  s["fingerprint"] = fingerprint(config, method)
+  ev.save(out_dir)
+  return ev
+
+
+def _load_cached(config, method, out_dir):
+  path = os.path.join(out_dir, "summary.json")
+  if not os.path.exists(path) or not os.path.exists(os.path.join(out_dir, "arrays.npz")):
+    return None
+  with open(path) as f:
+    s = json.load(f)
+  if s.get("fingerprint") != fingerprint(config, method):
+    return None
+  return eval_lib.Evaluation.load(out_dir)
+
+
+def _check_experiment(workdir, config, overwrite):
+  path = os.path.join(workdir, "experiment.json")
+  plain = _plain(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    keys = ("data", "n1", "n2", "k1", "k2", "train", "families", "csae", "stacked_k2",
+            "flat_level2_k")
+    diff = [k for k in keys if saved.get(k) != plain.get(k)]
+    if diff and not overwrite:
+      raise ValueError(f"{workdir} holds an experiment with a different config ({', '.join(diff)} "
+                       "differ); its trained runs would be mixed with new ones. Use another "
+                       "--workdir or --config.overwrite=True")
+    if diff:   # explicit overwrite: remove what this runner wrote for the old config
+      import shutil
+      logging.warning("overwriting the experiment in %s (%s differ)", workdir, ", ".join(diff))
+      for sub in ("runs", "results", "data", "tables", "plots", "browser"):
+        shutil.rmtree(os.path.join(workdir, sub), ignore_errors=True)
+  eval_lib._atomic_json(path, plain)
+
+
+def run_experiment(config, workdir: str) -> dict:
+  """Trains what is missing, evaluates what is missing, writes tables, plots and browsers."""
+  from csae_jax.evaluation import browser as browser_lib
+  from csae_jax.evaluation import report as report_lib
+  validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  _check_experiment(workdir, config, bool(config.get("overwrite", False)))
+  train_path, eval_path, planted = prepare_data(config, workdir)
+  eval_source = sources_lib.open_store(eval_path)
+  train_store = sources_lib.open_store(train_path)
+  sources_lib.check_source(train_store, need_embeddings=False, what="training store")
+  sources_lib.check_source(eval_source, need_embeddings=True, what="evaluation store")
+  d = int(train_store.d)
+  if eval_source.d != d:
+    raise ValueError(f"the evaluation store {eval_path} has d={eval_source.d} but the training "
+                     f"store {train_path} has d={d}")
+  models = run_models(config, d)
+  methods = _split(config.methods) + [a for a in _split(config.ablations)
+                                      if a not in _split(config.methods)]
+  runs = {}
+  results = {}
+  timings = {}
+  for method in dict.fromkeys(methods):
+    key = ALIASES.get(method, method)
+    out_dir = os.path.join(workdir, "results", key)
+    if key in results:
+      results[method] = results[key]
+      continue
+    cached = _load_cached(config, key, out_dir)
+    if cached is not None:
+      _say(f"{method}: evaluation found in {out_dir}, skipped")
+      results[method] = results[key] = cached
+      continue
+    t0 = time.time()
+    for run in _runs_of(config, key):
+      if run not in runs:
+        runs[run] = train_or_load(config, os.path.join(workdir, "runs", run), models[run],
+                                  train_path)
+    t1 = time.time()
+    results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
+                                                     out_dir)
+    timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
+    _say(f"{method}: HMS mean {results[key].summary['hms']['mean']:.4f} "
+         f"(train {t1 - t0:.1f}s, eval {time.time() - t1:.1f}s)")
+  summaries = {m: results[m].summary for m in methods}
+  tables = report_lib.write_tables(os.path.join(workdir, "tables"), summaries,
+                                   _split(config.methods), _split(config.ablations), DISPLAY)
+  report_lib.write_plots(os.path.join(workdir, "plots"), results,
+                         [m for m in methods if ALIASES.get(m) not in methods])
+  if config.report.browser:
+    browser_lib.write_browsers(os.path.join(workdir, "browser"), results, methods, eval_source,
+                               planted_eval_children=_planted_children(config, planted),
+                               max_parents=config.report.max_parents,
+                               thumbs_per_child=config.report.thumbs_per_child,
+                               image_root=config.report.image_root)
+  eval_lib._atomic_json(os.path.join(workdir, "timings.json"), timings)
+  return {"summaries": summaries, "tables": tables, "workdir": workdir}
+
+
+def _say(msg):
+  logging.info(msg)
+  print(msg, flush=True)
+
+
+def _planted_children(config, planted):
+  if planted is None:
+    return None
+  return sources_lib.planted_image_children(planted)
+
+
+def _runs_of(config, method) -> list[str]:
+  if method in FLAT_FAMILIES:
+    return [f"{method}_l1", f"{method}_l2"]
+  if method in ("matryoshka", "stacked"):
+    return [method]
+  if method in ("csae", "full"):
+    return ["csae_full"]
+  if method in ("partial_sg", "bilateral_sg"):
+    return ["csae_" + method.split("_")[0]]
+  return ["batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full"]

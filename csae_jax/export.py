@@ -1,0 +1,433 @@
+"""Framework-neutral export of trained SAEs: safetensors + JSON, and SAELens's on-disk format.
+
+Why: the steering bridge (bridge_torch), SAELens users and other tools need the weights without
+JAX. Every export is for RAW activations: the training input scale s is folded in with
+`Model.fold_scale` (b_dec, b_enc and thresholds times s; SPEC 1). Levels >= 2 of a cascade see unit
+atoms, never activations, and are never rescaled.
+
+Native format (a directory):
+  config.json           {"format": "csae_jax.export", "format_version": 1, "kind": "flat"|"cascade",
+                         "d", "levels": [{"family", "config": {Config fields}}], "cascade": {...},
+                         "input_scale_folded", "hooked_module", "source_model", "metadata",
+                         "weights_sha256"}
+  weights.safetensors   "level{l}.{param}" (nested params joined with "."), "level{l}.state.{name}"
+                        for the family state (BatchTopK threshold, ...), and for cascades
+                        "parents.level{l}" (int32, -1 = no parent; SPEC 4).
+Layout of every level: W_enc (d, n), b_enc (n,), W_dec (n, d) whose row j is atom j, b_dec (d,).
+
+SAELens format (a directory): cfg.json + sae_weights.safetensors with SAELens's names and
+orientation (W_enc [d_in, d_sae], W_dec [d_sae, d_in]); architectures "standard" (ReLU,
+P-annealing), "topk", "jumprelu" (JumpReLU, and BatchTopK / Matryoshka at inference, as SAELens
+saves them: a per-latent threshold), "gated".
+
+This module imports no torch; JAX is imported only by the functions that build JAX models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+FORMAT = "csae_jax.export"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+SAELENS_CFG_FILE = "cfg.json"
+SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
+
+# families whose encoder centres the input on b_dec (SAELens: apply_b_dec_to_input)
+_CENTRED = {"relu", "pannealing", "topk", "batchtopk", "matryoshka", "gated", "stacked"}
+SAELENS_ARCHITECTURE = {"relu": "standard", "pannealing": "standard", "topk": "topk",
+                        "batchtopk": "jumprelu", "matryoshka": "jumprelu", "jumprelu": "jumprelu",
+                        "gated": "gated"}
+
+
+class ExportError(ValueError):
+  """A malformed, mismatched or corrupted export."""
+
+
+class Export(NamedTuple):
+  """A loaded native export as JAX objects (params for raw activations)."""
+  config: dict
+  model: Any            # csae_jax.models.Model
+  params: Any
+  state: Any
+  parents: tuple        # tuple of np.int32 arrays, one per level >= 2 (empty for flat)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _sha256(path: Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _flatten(tree, prefix: str) -> dict[str, np.ndarray]:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}.{key}"
+    if isinstance(value, dict):
+      out.update(_flatten(value, name))
+    else:
+      out[name] = np.ascontiguousarray(np.asarray(value))
+  return out
+
+
+def _unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    if not name.startswith(prefix + "."):
+      continue
+    parts = name[len(prefix) + 1:].split(".")
+    node = tree
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = value
+  return tree
+
+
+def _jsonable(value):
+  if isinstance(value, tuple):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  return value
+
+
+def _config_fields(cfg) -> dict:
+  return {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _write_dir_atomically(out_dir: Path, files: dict[str, Any], overwrite: bool) -> Path:
+  """Write files into a temp dir beside out_dir, then rename it into place (never half-written)."""
+  out_dir = Path(out_dir)
+  if out_dir.exists() and not overwrite:
+    raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+  try:
+    for name, writer in files.items():
+      writer(tmp / name)
+    if out_dir.exists():
+      old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+      os.replace(out_dir, old)
+      os.replace(tmp, out_dir)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out_dir
+
+
+def _save_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
+  from safetensors.numpy import save_file
+
+  def write(path):
+    save_file(tensors, str(path), metadata=metadata)
+  return write
+
+
+def _save_json(obj):
+  def write(path):
+    with open(path, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+  return write
+
+
+def _check_scale(input_scale) -> float:
+  s = float(input_scale)
+  if not math.isfinite(s) or s <= 0:
+    raise ValueError(f"input_scale must be a positive finite number, got {input_scale!r}")
+  return s
+
+
+def _check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
+  for name, arr in tensors.items():
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+      raise ExportError(f"{where}: tensor {name!r} contains NaN/Inf")
+
+
+# ----------------------------------------------------------------------------- levels
+def _levels(model, params, state):
+  """[(family, cfg, params, state)] for a flat model (one entry) or each cascade level."""
+  if model.is_cascade:
+    return [(lv.family, lv.cfg, p, s) for lv, p, s in zip(model.cfg.levels, params, state)]
+  return [(model.name, model.cfg, params, state)]
+
+
+def _state_arrays(state) -> dict[str, np.ndarray]:
+  # dead counters are training bookkeeping; only inference state (thresholds, ...) is exported
+  return {k: np.asarray(v) for k, v in dict(state).items() if not k.startswith("tokens_since")}
+
+
+def folded(model, params, state, input_scale: float):
+  """(params, state) for raw activations: Model.fold_scale with s (identity for s == 1)."""
+  s = _check_scale(input_scale)
+  if s == 1.0:
+    return params, state
+  return model.fold_scale(params, state, s)
+
+
+# ----------------------------------------------------------------------------- native export
+def export_model(out_dir, model, params, state, *, input_scale: float = 1.0,
+                 level: int | None = None, hooked_module: str | None = None,
+                 source_model: str | None = None, metadata: dict | None = None,
+                 overwrite: bool = False) -> Path:
+  """Write a native export of `model` (params trained on x / input_scale) for raw activations.
+
+  level: None exports everything (a cascade with its parent maps); an int (1-based) exports that
+  cascade level alone as a flat model (level 1 gets the scale folded; levels >= 2 never do).
+  """
+  s = _check_scale(input_scale)
+  params, state = folded(model, params, state, s)
+  levels = _levels(model, params, state)
+  if level is not None:
+    if not isinstance(level, int) or not 1 <= level <= len(levels):
+      raise ValueError(f"level must be in 1..{len(levels)}, got {level!r}")
+    levels = [levels[level - 1]]
+  tensors: dict[str, np.ndarray] = {}
+  level_cfgs = []
+  for i, (family, cfg, p, st) in enumerate(levels, start=1):
+    tensors.update(_flatten(dict(p), f"level{i}"))
+    tensors.update({f"level{i}.state.{k}": v for k, v in _state_arrays(st).items()})
+    level_cfgs.append({"family": family, "config": _config_fields(cfg)})
+  kind = "flat"
+  cascade_cfg = None
+  if model.is_cascade and level is None:
+    kind = "cascade"
+    cascade_cfg = {f.name: _jsonable(getattr(model.cfg, f.name))
+                   for f in dataclasses.fields(model.cfg) if f.name != "levels"}
+    for l, pm in enumerate(model.parent_maps(params), start=2):
+      tensors[f"parents.level{l}"] = np.asarray(pm, np.int32)
+  tensors = {k: (v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v)
+             for k, v in tensors.items()}
+  _check_finite(tensors, "export")
+  config = {
+      "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "d": int(model.d),
+      "levels": level_cfgs, "cascade": cascade_cfg, "exported_level": level,
+      "input_scale_folded": s if (level in (None, 1)) else 1.0,
+      "training_input_scale": s,
+      "hooked_module": hooked_module, "source_model": source_model, "metadata": metadata or {},
+  }
+
+  def write_weights(path):
+    _save_safetensors(tensors, {"format": FORMAT})(path)
+    config["weights_sha256"] = _sha256(path)
+
+  return _write_dir_atomically(Path(out_dir), {WEIGHTS_FILE: write_weights,
+                                               CONFIG_FILE: lambda p: _save_json(config)(p)},
+                               overwrite)
+
+
+def read_export_files(path) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config, tensors) of a native export, checked: format, checksum, shapes, finiteness.
+
+  NumPy only, so the PyTorch bridge reads exports without JAX.
+  """
+  from safetensors.numpy import load_file
+  path = Path(path)
+  cfg_path, w_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+  for p in (cfg_path, w_path):
+    if not p.is_file():
+      raise ExportError(f"{path} is not a csae_jax export: missing {p.name}")
+  try:
+    config = json.loads(cfg_path.read_text())
+  except json.JSONDecodeError as e:
+    raise ExportError(f"{cfg_path} is not valid JSON: {e}") from None
+  if config.get("format") != FORMAT:
+    raise ExportError(f"{cfg_path}: format is {config.get('format')!r}, expected {FORMAT!r}")
+  if config.get("format_version") != FORMAT_VERSION:
+    raise ExportError(f"{cfg_path}: format_version {config.get('format_version')!r} is not "
+                      f"supported (this code reads {FORMAT_VERSION})")
+  digest = _sha256(w_path)
+  if config.get("weights_sha256") != digest:
+    raise ExportError(f"{w_path}: checksum {digest[:12]}... does not match config.json "
+                      f"({str(config.get('weights_sha256'))[:12]}...); the file is corrupted or "
+                      "was replaced")
+  tensors = load_file(str(w_path))
+  _check_finite(tensors, str(w_path))
+  d = config["d"]
+  for i, lv in enumerate(config["levels"], start=1):
+    n = lv["config"]["n"]
+    p = _unflatten(tensors, f"level{i}")
+    core = p.get("sae1", p)
+    expect = {"W_enc": (d, n), "W_dec": (n, d), "b_dec": (d,)}
+    for name, shape in expect.items():
+      if name not in core:
+        raise ExportError(f"{w_path}: level {i} has no tensor {name!r}")
+      if tuple(core[name].shape) != shape:
+        raise ExportError(f"{w_path}: level {i} {name} has shape {tuple(core[name].shape)}, "
+                          f"expected {shape} (d={d}, n={n})")
+  return config, tensors
+
+
+def load_export(path) -> Export:
+  """The export as a JAX Model + params + state (params for raw activations)."""
+  import jax.numpy as jnp
+  from csae_jax import cascade as cascade_lib
+  from csae_jax.families import get_family, make_config
+  from csae_jax.models import Model
+
+  config, tensors = read_export_files(path)
+  levels, params, states = [], [], []
+  for i, lv in enumerate(config["levels"], start=1):
+    fam = lv["family"]
+    cfg = make_config(fam, **dict(lv["config"]))
+    p = _unflatten(tensors, f"level{i}")
+    st_saved = p.pop("state", {})
+    st = dict(get_family(fam).init_state(cfg))
+    for k, v in st_saved.items():
+      st[k] = jnp.asarray(v)
+    levels.append((fam, cfg))
+    params.append(jax_tree(p))
+    states.append(st)
+  parents = tuple(tensors[f"parents.level{l}"] for l in range(2, len(levels) + 1)
+                  if f"parents.level{l}" in tensors)
+  if config["kind"] == "cascade":
+    cc = dict(config["cascade"] or {})
+    for key in ("alphas", "level_start_steps"):
+      if key in cc and cc[key] is not None:
+        cc[key] = tuple(cc[key])
+    ccfg = cascade_lib.Config(levels=tuple(cascade_lib.Level(f, c) for f, c in levels), **cc)
+    ccfg.validate()
+    return Export(config, Model("cascade", ccfg), tuple(params), tuple(states), parents)
+  fam, cfg = levels[0]
+  return Export(config, Model(fam, cfg), params[0], states[0], ())
+
+
+def jax_tree(tree):
+  import jax.numpy as jnp
+  return {k: jax_tree(v) if isinstance(v, dict) else jnp.asarray(v) for k, v in tree.items()}
+
+
+# ----------------------------------------------------------------------------- SAELens format
+def saelens_tensors(family: str, cfg, params, state) -> tuple[str, dict[str, np.ndarray], dict]:
+  """(architecture, tensors, extra cfg fields) in SAELens's names for one flat level."""
+  if family not in SAELENS_ARCHITECTURE:
+    raise ExportError(f"family {family!r} has no SAELens architecture; exportable families: "
+                      f"{sorted(SAELENS_ARCHITECTURE)} (use the native export for {family!r})")
+  arch = SAELENS_ARCHITECTURE[family]
+  p = {k: np.asarray(v, np.float32) for k, v in dict(params).items()}
+  out = {"W_enc": p["W_enc"], "W_dec": p["W_dec"], "b_dec": p["b_dec"]}
+  extra: dict[str, Any] = {}
+  if family == "gated":
+    out.update(b_gate=p["b_gate"], r_mag=p["r_mag"], b_mag=p["b_mag"])
+  else:
+    out["b_enc"] = p["b_enc"]
+  if family == "topk":
+    extra.update(k=int(cfg.k), rescale_acts_by_decoder_norm=False)
+  elif family in ("batchtopk", "matryoshka"):
+    theta = float(np.asarray(state["threshold"]))
+    if theta < 0:
+      raise ExportError(f"{family}: the inference threshold was never set (it is set after "
+                        f"step {cfg.threshold_start} of training); SAELens's JumpReLU form "
+                        "needs it")
+    out["threshold"] = np.full((cfg.n,), theta, np.float32)
+  elif family == "jumprelu":
+    out["threshold"] = np.exp(p["log_threshold"]).astype(np.float32)
+  return arch, out, extra
+
+
+def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
+                   level: int | None = None, hook_name: str | None = None,
+                   model_name: str | None = None, overwrite: bool = False) -> Path:
+  """Write cfg.json + sae_weights.safetensors that SAELens's disk loader reads (SAE.load_from_disk).
+
+  A cascade needs `level` (1-based); level 1 gets the input scale folded, levels >= 2 (whose inputs
+  are Level-1 atoms, not activations) do not.
+  """
+  s = _check_scale(input_scale)
+  params, state = folded(model, params, state, s)
+  levels = _levels(model, params, state)
+  if model.is_cascade:
+    if level is None or not 1 <= level <= len(levels):
+      raise ValueError(f"a cascade needs level in 1..{len(levels)} for SAELens export, "
+                       f"got {level!r}")
+    family, cfg, p, st = levels[level - 1]
+  else:
+    if level not in (None, 1):
+      raise ValueError(f"{model.name!r} is flat; level must be None or 1, got {level!r}")
+    family, cfg, p, st = levels[0]
+  arch, tensors, extra = saelens_tensors(family, cfg, p, st)
+  _check_finite(tensors, "SAELens export")
+  metadata = {"model_name": model_name, "hook_name": hook_name, "hook_head_index": None,
+              "prepend_bos": False, "exported_by": "csae_jax", "source_family": family,
+              "input_scale_folded": s if (level in (None, 1)) else 1.0}
+  if family == "matryoshka":
+    metadata["matryoshka_widths"] = [int(w) for w in np.cumsum(cfg.group_sizes)]
+  if model.is_cascade:
+    metadata["cascade_level"] = level
+    if level > 1:
+      metadata["note"] = "input is Level-%d decoder atoms (unit vectors), not activations" % (
+          level - 1)
+  cfg_json = {"architecture": arch, "d_in": int(cfg.d), "d_sae": int(cfg.n), "dtype": "float32",
+              "device": "cpu", "apply_b_dec_to_input": family in _CENTRED,
+              "normalize_activations": "none", "reshape_activations": "none",
+              "metadata": metadata, **extra,
+              # older SAELens (< 6) read these at top level; newer ones ignore unknown keys
+              "model_name": model_name, "hook_name": hook_name}
+  return _write_dir_atomically(Path(out_dir), {SAELENS_WEIGHTS_FILE: _save_safetensors(tensors),
+                                               SAELENS_CFG_FILE: _save_json(cfg_json)}, overwrite)
+
+
+# ----------------------------------------------------------------------------- trained runs
+def hooked_module_of_run(config) -> str | None:
+  """The module path the run's training store was extracted from (its manifest), if any."""
+  data = getattr(config, "data", None)
+  if data is None or data.get("kind") != "store" or not data.get("path"):
+    return None
+  manifest = Path(data.get("path")) / "manifest.json"
+  if manifest.is_file():
+    return json.loads(manifest.read_text()).get("hooked_module")
+  return None
+
+
+def export_run(workdir, out_dir, *, step: int | None = None, level: int | None = None,
+               saelens: bool = False, overwrite: bool = False) -> Path:
+  """Export a trained run (csae_jax.trainer.load_run) with its input scale folded in."""
+  from csae_jax.trainer import load_run
+  if Path(out_dir).exists() and not overwrite:
+    raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+  run = load_run(workdir, step)
+  hooked = hooked_module_of_run(run.config)
+  meta = {"workdir": str(workdir), "step": int(run.step)}
+  if saelens:
+    return export_saelens(out_dir, run.model, run.params, run.model_state,
+                          input_scale=run.input_scale, level=level, hook_name=hooked,
+                          overwrite=overwrite)
+  return export_model(out_dir, run.model, run.params, run.model_state, input_scale=run.input_scale,
+                      level=level, hooked_module=hooked, metadata=meta, overwrite=overwrite)
+
+
+def main(argv=None) -> None:
+  """python -m csae_jax.export --workdir=RUN --out=DIR [--level=L] [--saelens] [--overwrite]"""
+  import argparse
+  ap = argparse.ArgumentParser(description=main.__doc__)
+  ap.add_argument("--workdir", required=True, help="trained run directory (launch/train.py)")
+  ap.add_argument("--out", required=True, help="export directory to create")
+  ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  ap.add_argument("--level", type=int, default=None, help="one cascade level (1-based)")
+  ap.add_argument("--saelens", action="store_true", help="write SAELens's cfg.json format")
+  ap.add_argument("--overwrite", action="store_true", help="replace an existing export")
+  a = ap.parse_args(argv)
+  out = export_run(a.workdir, a.out, step=a.step, level=a.level, saelens=a.saelens,
+                   overwrite=a.overwrite)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,927 @@
+"""The activation store: the contract between extraction (torch) and training (JAX).
+
+A store is a directory:
+  manifest.json          what the data is (model, hooked module, d, dtype, counts, split,
+                         creation info, per-chunk checksums, label names, embedding backbone)
+  activations/           zarr v3 array [num_tokens, d] (float32 | float16 | bfloat16), chunked
+                         along tokens (chunk_tokens rows per chunk), each chunk crc32c-sealed
+  token_offsets/         zarr v3 int64 [num_images + 1]: tokens of image i are [o[i], o[i+1])
+  labels/                zarr v3 int64 [num_images]
+  embeddings/            optional zarr v3 float32 [num_images, e] reference embeddings (HMS)
+  image_ids.json         {"image_ids": [...]} (strings)
+
+Written and read with tensorstore (SPEC section 6: tokens of all images concatenated, per-image
+offsets kept). Integrity is checked at two levels: every chunk carries a crc32c (any read of a
+corrupt chunk fails), the manifest holds a sha256 per chunk (`verify()` rereads everything), and
+`open()` cheaply checks that every chunk file is present with the right size (tensorstore would
+otherwise read a missing chunk as zeros). Every problem raises `StoreError`.
+
+Writing is streaming (`StoreWriter`): bounded memory, chunks written by a background thread,
+committed progress after every chunk so an interrupted run resumes at the first unfinished chunk,
+and an atomic finalize (everything is written into `<path>.partial`, then renamed).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import shutil
+import socket
+import threading
+import time
+from typing import Any, Iterable, Sequence
+
+import ml_dtypes
+import numpy as np
+import tensorstore as ts
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGE_IDS = "image_ids.json"
+PARTIAL_SUFFIX = ".partial"
+PROGRESS = "progress.json"
+IMAGES_LOG = "images.jsonl"
+SKIPPED_LOG = "skipped.jsonl"
+DEFAULT_CHUNK_TOKENS = 8192
+EMBEDDING_CHUNK_ROWS = 4096
+_GROW_SHAPE = 2 ** 40           # domain while streaming; resized (metadata only) at finalize
+_CRC_BYTES = 4                  # the crc32c codec appends 4 bytes to each chunk
+EMBEDDING_FLAG = "--embedding_backbone"
+
+DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
+          "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+REQUIRED_KEYS = ("format_version", "model", "hooked_module", "d", "dtype", "num_tokens",
+                 "num_images", "split", "created", "chunk_tokens", "checksums", "label_names",
+                 "embedding")
+
+
+class StoreError(ValueError):
+  """Any integrity problem of an activation store (missing, truncated, corrupt, mismatched)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _sha256(a: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).data).hexdigest()
+
+
+def _sha256_json(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _check_dtype(dtype) -> str:
+  name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+  if name not in DTYPES:
+    raise ValueError(f"store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+  return name
+
+
+def _array_spec(path: str, *, dtype: str, shape: Sequence[int] | None = None,
+                chunks: Sequence[int] | None = None, create: bool = False) -> dict:
+  spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
+  if create:
+    spec["metadata"] = {
+        "shape": list(shape), "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]}
+    spec["create"] = True
+    spec["delete_existing"] = True
+  return spec
+
+
+def _create_array(path, dtype, shape, chunks):
+  return ts.open(_array_spec(path, dtype=dtype, shape=shape, chunks=chunks, create=True)).result()
+
+
+def _open_array(path: str, what: str, context=None):
+  if not os.path.isfile(os.path.join(path, "zarr.json")):
+    raise StoreError(f"{what}: missing array metadata {os.path.join(path, 'zarr.json')}")
+  try:
+    kw = {} if context is None else {"context": context}
+    return ts.open(_array_spec(path, dtype=""), **kw).result()
+  except Exception as e:  # tensorstore raises ValueError with a status text
+    raise StoreError(f"{what}: cannot open zarr array at {path}: {e}") from e
+
+
+def _read(arr, what: str) -> np.ndarray:
+  try:
+    return np.asarray(arr.read().result())
+  except Exception as e:
+    raise StoreError(f"{what}: read failed ({e}); the file is corrupt or truncated") from e
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _package_version(name: str) -> str | None:
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _creation_info(extra_versions: dict | None = None) -> dict:
+  versions = {"python": platform.python_version(), "numpy": np.__version__,
+              "tensorstore": _package_version("tensorstore")}
+  versions.update(extra_versions or {})
+  return {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "host": socket.gethostname(), "versions": versions}
+
+
+def chunk_file(store_path: str, chunk: int) -> str:
+  """Path of activation chunk `chunk` (zarr v3 default key encoding: c/<row chunk>/<col chunk>)."""
+  return os.path.join(store_path, "activations", "c", str(chunk), "0")
+
+
+def _num_chunks(num_tokens: int, chunk_tokens: int) -> int:
+  return -(-num_tokens // chunk_tokens)
+
+
+# ----------------------------------------------------------------------------- reading
+class ActivationStore:
+  """Read side. `open` validates the manifest against the arrays; `verify` rereads every chunk."""
+
+  def __init__(self, path: str, manifest: dict, acts, token_offsets, labels, image_ids,
+               embeddings_arr):
+    self.path = path
+    self.manifest = manifest
+    self._acts = acts
+    self.token_offsets = token_offsets
+    self.labels = labels
+    self.image_ids = image_ids
+    self._emb = embeddings_arr
+
+  # -- properties
+  @property
+  def d(self) -> int:
+    return int(self.manifest["d"])
+
+  @property
+  def dtype(self) -> str:
+    return self.manifest["dtype"]
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.manifest["num_tokens"])
+
+  @property
+  def num_images(self) -> int:
+    return int(self.manifest["num_images"])
+
+  @property
+  def chunk_tokens(self) -> int:
+    return int(self.manifest["chunk_tokens"])
+
+  @property
+  def num_chunks(self) -> int:
+    return _num_chunks(self.num_tokens, self.chunk_tokens)
+
+  @property
+  def label_names(self) -> list | None:
+    return self.manifest.get("label_names")
+
+  @property
+  def has_embeddings(self) -> bool:
+    return self._emb is not None
+
+  @property
+  def tokens_per_image(self) -> np.ndarray:
+    return np.diff(self.token_offsets)
+
+  @property
+  def token_image(self) -> np.ndarray:
+    """Image index of every token (int32 [num_tokens])."""
+    return np.repeat(np.arange(self.num_images, dtype=np.int32), self.tokens_per_image)
+
+  def __repr__(self):
+    return (f"ActivationStore({self.path!r}, tokens={self.num_tokens}, images={self.num_images}, "
+            f"d={self.d}, dtype={self.dtype})")
+
+  # -- open / verify
+  @classmethod
+  def open(cls, path: str, verify: bool = False, cache_bytes: int = 0) -> "ActivationStore":
+    """Open and structurally check a store; `verify=True` also rereads and hashes every chunk."""
+    path = os.fspath(path)
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+      hint = ""
+      if os.path.isdir(path + PARTIAL_SUFFIX):
+        hint = f" (an unfinished extraction is in {path + PARTIAL_SUFFIX}: resume it)"
+      raise StoreError(f"no activation store at {path}{hint}")
+    if not os.path.isfile(mpath):
+      raise StoreError(f"{path} has no {MANIFEST}: not an activation store or not finalized")
+    try:
+      with open(mpath) as f:
+        manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise StoreError(f"{mpath} is not valid JSON: {e}") from e
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+      raise StoreError(f"{mpath} lacks keys {missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+      raise StoreError(f"{mpath}: format_version {manifest['format_version']!r} is not supported "
+                       f"(this reader knows {FORMAT_VERSION})")
+    if manifest["dtype"] not in DTYPES:
+      raise StoreError(f"{mpath}: dtype {manifest['dtype']!r} is not one of {sorted(DTYPES)}")
+    n_tok, n_img, d, T = (manifest[k] for k in ("num_tokens", "num_images", "d", "chunk_tokens"))
+    for k, v in (("num_tokens", n_tok), ("num_images", n_img), ("d", d), ("chunk_tokens", T)):
+      if not isinstance(v, int) or v < (1 if k in ("d", "chunk_tokens") else 0):
+        raise StoreError(f"{mpath}: {k}={v!r} is not a valid count")
+    context = ts.Context({"cache_pool": {"total_bytes_limit": int(cache_bytes)}}) \
+        if cache_bytes else None
+
+    acts = _open_array(os.path.join(path, "activations"), "activations", context)
+    if acts.dtype.numpy_dtype != DTYPES[manifest["dtype"]]:
+      raise StoreError(f"activations array has dtype {acts.dtype.numpy_dtype} but the manifest "
+                       f"says {manifest['dtype']}")
+    if tuple(acts.shape) != (n_tok, d):
+      raise StoreError(f"activations array has shape {tuple(acts.shape)} but the manifest says "
+                       f"[num_tokens={n_tok}, d={d}]")
+    grid = list(acts.chunk_layout.read_chunk.shape)
+    if grid != [T, d]:
+      raise StoreError(f"activations chunk shape {grid} does not match the manifest's "
+                       f"chunk_tokens={T}, d={d}")
+    checks = manifest["checksums"]
+    n_chunks = _num_chunks(n_tok, T)
+    if not isinstance(checks, dict) or len(checks.get("activations", ())) != n_chunks:
+      got = len(checks.get("activations", ())) if isinstance(checks, dict) else None
+      raise StoreError(f"manifest lists {got} activation chunk checksums, the array has "
+                       f"{n_chunks} chunks")
+    itemsize = DTYPES[manifest["dtype"]].itemsize
+    want = T * d * itemsize + _CRC_BYTES
+    for c in range(n_chunks):
+      f = chunk_file(path, c)
+      if not os.path.isfile(f):
+        raise StoreError(f"activation chunk {c} (tokens {c * T}..{min((c + 1) * T, n_tok)}) is "
+                         f"missing: {f}")
+      size = os.path.getsize(f)
+      if size != want:
+        raise StoreError(f"activation chunk {c} is truncated or corrupt: {f} has {size} bytes, "
+                         f"expected {want}")
+
+    offs_arr = _open_array(os.path.join(path, "token_offsets"), "token_offsets")
+    offsets = _read(offs_arr, "token_offsets").astype(np.int64)
+    if offsets.shape != (n_img + 1,):
+      raise StoreError(f"token_offsets has shape {offsets.shape}, expected ({n_img + 1},) for "
+                       f"num_images={n_img}")
+    if offsets[0] != 0 or offsets[-1] != n_tok or np.any(np.diff(offsets) < 0):
+      raise StoreError(f"token_offsets must start at 0, be non-decreasing and end at num_tokens="
+                       f"{n_tok}; got start {offsets[0]}, end {offsets[-1]}")
+    labels = _read(_open_array(os.path.join(path, "labels"), "labels"), "labels").astype(np.int64)
+    if labels.shape != (n_img,):
+      raise StoreError(f"labels has shape {labels.shape}, expected ({n_img},)")
+    names = manifest["label_names"]
+    if names is not None and n_img and (labels.min() < -1 or labels.max() >= len(names)):
+      raise StoreError(f"labels range [{labels.min()}, {labels.max()}] does not fit the "
+                       f"{len(names)} label_names")
+    ipath = os.path.join(path, IMAGE_IDS)
+    try:
+      with open(ipath) as f:
+        image_ids = json.load(f)["image_ids"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+      raise StoreError(f"cannot read image ids from {ipath}: {e}") from e
+    if len(image_ids) != n_img:
+      raise StoreError(f"{ipath} has {len(image_ids)} ids, expected num_images={n_img}")
+
+    emb = None
+    if manifest["embedding"] is not None:
+      emb = _open_array(os.path.join(path, "embeddings"), "embeddings")
+      dim = manifest["embedding"].get("dim")
+      if tuple(emb.shape) != (n_img, dim):
+        raise StoreError(f"embeddings array has shape {tuple(emb.shape)}, the manifest says "
+                         f"[{n_img}, {dim}]")
+    store = cls(path, manifest, acts, offsets, labels, list(image_ids), emb)
+    if verify:
+      store.verify()
+    return store
+
+  def verify(self) -> None:
+    """Reread every chunk and compare its sha256 with the manifest (raises StoreError naming it)."""
+    checks = self.manifest["checksums"]
+    T, N = self.chunk_tokens, self.num_tokens
+    for c, want in enumerate(checks["activations"]):
+      lo, hi = c * T, min((c + 1) * T, N)
+      try:
+        block = np.asarray(self._acts[lo:hi].read().result())
+      except Exception as e:
+        raise StoreError(f"activation chunk {c} (tokens {lo}..{hi}, {chunk_file(self.path, c)}) "
+                         f"is corrupt: {e}") from e
+      got = _sha256(block)
+      if got != want:
+        raise StoreError(f"activation chunk {c} (tokens {lo}..{hi}, {chunk_file(self.path, c)}) "
+                         f"checksum mismatch: manifest {want[:12]}..., data {got[:12]}...")
+    for name, value in (("token_offsets", self.token_offsets), ("labels", self.labels)):
+      if _sha256(value.astype("<i8")) != checks.get(name):
+        raise StoreError(f"{name} checksum mismatch in {self.path}")
+    if _sha256_json(self.image_ids) != checks.get("image_ids"):
+      raise StoreError(f"image_ids checksum mismatch in {self.path}")
+    if self._emb is not None:
+      got = _sha256(_read(self._emb, "embeddings").astype("<f4"))
+      if got != checks.get("embeddings"):
+        raise StoreError(f"embeddings checksum mismatch in {self.path}")
+
+  # -- reading
+  def _wrap_read(self, what: str, fn):
+    try:
+      return fn()
+    except StoreError:
+      raise
+    except Exception as e:
+      raise StoreError(f"{what} of {self.path} failed: {e}. Run "
+                       f"ActivationStore.open(path, verify=True) to locate the bad chunk") from e
+
+  def read_tokens_native(self, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) in the stored dtype (exact; float32/float16/ml_dtypes.bfloat16)."""
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop <= self.num_tokens:
+      raise ValueError(f"token range [{start}, {stop}) is outside [0, {self.num_tokens})")
+    return self._wrap_read(f"reading tokens [{start}, {stop})",
+                           lambda: np.asarray(self._acts[start:stop].read().result()))
+
+  def read_tokens(self, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) as float32 [stop - start, d]."""
+    return self.read_tokens_native(start, stop).astype(np.float32)
+
+  def read_rows(self, indices) -> np.ndarray:
+    """Rows at arbitrary token indices (any order, repeats allowed) as float32 [len, d].
+
+    Whole chunks are read (each chunk is crc-sealed); for many random batches over a store that
+    fits in memory, read it once with read_tokens(0, num_tokens) instead.
+    """
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"indices must be a 1-D integer array, got shape {idx.shape} dtype {idx.dtype}")
+    if idx.size == 0:
+      return np.zeros((0, self.d), np.float32)
+    if idx.min() < 0 or idx.max() >= self.num_tokens:
+      raise ValueError(f"token indices must lie in [0, {self.num_tokens}), got range "
+                       f"[{idx.min()}, {idx.max()}]")
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    rows = self._wrap_read(f"reading {uniq.size} rows",
+                           lambda: np.asarray(self._acts[uniq].read().result()))
+    return rows.astype(np.float32)[inverse]
+
+  def image_tokens(self, i: int) -> np.ndarray:
+    """Tokens of image i as float32 [n_i, d]."""
+    if not 0 <= int(i) < self.num_images:
+      raise IndexError(f"image index {i} outside [0, {self.num_images})")
+    return self.read_tokens(self.token_offsets[i], self.token_offsets[i + 1])
+
+  def embeddings(self) -> np.ndarray:
+    """Reference image embeddings float32 [num_images, e] (SPEC section 4, HMS)."""
+    if self._emb is None:
+      raise StoreError(f"{self.path} has no reference embeddings; extract with "
+                       f"{EMBEDDING_FLAG}=<backbone> (e.g. efficientnet_lite0) to add them")
+    return _read(self._emb, "embeddings").astype(np.float32)
+
+  def iter_chunks(self) -> Iterable[tuple[int, np.ndarray]]:
+    """(start token, float32 block) over the store, one chunk at a time (bounded memory)."""
+    for c in range(self.num_chunks):
+      lo, hi = c * self.chunk_tokens, min((c + 1) * self.chunk_tokens, self.num_tokens)
+      yield lo, self.read_tokens(lo, hi)
+
+
+# ----------------------------------------------------------------------------- writing
+class StoreWriter:
+  """Streaming writer: `add_batch` images in order, `finalize` once.
+
+  Memory is bounded by one chunk of buffered tokens (plus the current batch) and `queue_chunks`
+  chunks in flight. After
+  every written chunk the writer commits the last batch boundary whose tokens are all on disk
+  (progress.json, atomic); `resume=True` reopens `<path>.partial`, rereads the head of the
+  first unfinished chunk and reports `resume_cursor`, the caller's source position to restart
+  from. `fingerprint` (a JSON dict of the run settings) must match on resume.
+  """
+
+  def __init__(self, path: str, *, d: int, dtype: str = "float32",
+               chunk_tokens: int = DEFAULT_CHUNK_TOKENS, model: str | None = None,
+               hooked_module: str | None = None, split: str | None = None,
+               label_names: Sequence[str] | None = None, embedding_dim: int | None = None,
+               embedding_backbone: str | None = None, manifest_extra: dict | None = None,
+               fingerprint: dict | None = None, overwrite: bool = False, resume: bool = False,
+               queue_chunks: int = 2, versions: dict | None = None):
+    self.path = os.path.abspath(os.fspath(path))
+    self.partial = self.path + PARTIAL_SUFFIX
+    if not isinstance(d, (int, np.integer)) or d <= 0:
+      raise ValueError(f"d must be a positive integer, got {d!r}")
+    if not isinstance(chunk_tokens, (int, np.integer)) or chunk_tokens <= 0:
+      raise ValueError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
+    if embedding_dim is not None and (not isinstance(embedding_dim, (int, np.integer))
+                                      or embedding_dim <= 0):
+      raise ValueError(f"embedding_dim must be a positive integer or None, got {embedding_dim!r}")
+    self.d, self.T = int(d), int(chunk_tokens)
+    self.dtype = _check_dtype(dtype)
+    self.np_dtype = DTYPES[self.dtype]
+    self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+    self.overwrite = overwrite
+    self.fingerprint = json.loads(json.dumps(fingerprint or {}))
+    self.meta = {"model": model, "hooked_module": hooked_module, "split": split,
+                 "label_names": None if label_names is None else list(label_names),
+                 "embedding": None if embedding_dim is None else
+                 {"backbone": embedding_backbone, "dim": int(embedding_dim)},
+                 "extra": json.loads(json.dumps(manifest_extra or {})), "versions": versions or {}}
+    if os.path.exists(self.path) and not overwrite:
+      raise StoreError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
+
+    self._finished_partial = False
+    # state of the committed prefix
+    self._committed_sums: list[str] = []
+    self.offsets: list[int] = [0]
+    self.labels: list[int] = []
+    self.image_ids: list[str] = []
+    self._id_set: set[str] = set()
+    self.skipped: list[dict] = []
+    self.cursor = 0
+    self.buffer_start = 0                       # first token of the (unwritten) buffer
+    self._buffer: list[np.ndarray] = []
+    self._buffered = 0
+    head = None
+    if os.path.isdir(self.partial):
+      if not resume and not overwrite:
+        raise StoreError(f"an unfinished extraction exists at {self.partial}; resume it "
+                         f"(resume=True, --resume) or start over (overwrite=True, --overwrite)")
+      if resume:
+        head = self._load_progress()
+      else:
+        shutil.rmtree(self.partial)
+    if head is None and not self._finished_partial:
+      os.makedirs(self.partial)
+      self._acts = _create_array(os.path.join(self.partial, "activations"), self.dtype,
+                                 (_GROW_SHAPE, self.d), (self.T, self.d))
+      self._emb = None
+      if self.embedding_dim:
+        self._emb = _create_array(os.path.join(self.partial, "embeddings"), "float32",
+                                  (_GROW_SHAPE, self.embedding_dim),
+                                  (EMBEDDING_CHUNK_ROWS, self.embedding_dim))
+      self._write_progress(self._snapshot())
+      open(os.path.join(self.partial, IMAGES_LOG), "w").close()
+      open(os.path.join(self.partial, SKIPPED_LOG), "w").close()
+    elif head is not None:
+      self._buffer = [head] if len(head) else []
+      self._buffered = len(head)
+    self._images_log = None if self._finished_partial else \
+        open(os.path.join(self.partial, IMAGES_LOG), "a")
+    self._skipped_log = None if self._finished_partial else \
+        open(os.path.join(self.partial, SKIPPED_LOG), "a")
+    # writer thread
+    self.write_seconds = 0.0      # time the writer thread spent writing (overlaps compute)
+    self.blocked_seconds = 0.0    # caller's time inside add_batch/finalize (checks, copies, waits)
+    self.finalize_seconds = 0.0   # of which finalize (tail chunk, small arrays, manifest, rename)
+    # small items (logs, boundaries) never block; chunks in flight are bounded by a semaphore
+    self._queue: queue.Queue = queue.Queue()
+    self._slots = threading.BoundedSemaphore(max(1, int(queue_chunks)))
+    self._error: BaseException | None = None
+    self._boundaries: list[dict] = []
+    self._written_tokens = self.buffer_start
+    self._chunks_since_commit = 0
+    self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+    self._thread.start()
+    self._closed = False
+
+  # -- progress (commit / resume)
+  def _snapshot(self) -> dict:
+    return {"images": len(self.labels), "tokens": self.offsets[-1], "cursor": self.cursor,
+            "skipped": len(self.skipped)}
+
+  def _write_progress(self, boundary: dict) -> None:
+    n_full = boundary["tokens"] // self.T
+    _write_json_atomic(os.path.join(self.partial, PROGRESS), {
+        "format_version": FORMAT_VERSION, "fingerprint": self.fingerprint, "d": self.d,
+        "dtype": self.dtype, "chunk_tokens": self.T, "embedding_dim": self.embedding_dim,
+        "boundary": boundary, "chunk_sums": self._committed_sums[:n_full]})
+
+  def _load_progress(self):
+    ppath = os.path.join(self.partial, PROGRESS)
+    if not os.path.isfile(ppath):
+      if os.path.isfile(os.path.join(self.partial, MANIFEST)):
+        self._finished_partial = True     # killed between finalize and rename
+        return None
+      raise StoreError(f"{self.partial} has no {PROGRESS}; cannot resume (use --overwrite)")
+    with open(ppath) as f:
+      prog = json.load(f)
+    mine = {"d": self.d, "dtype": self.dtype, "chunk_tokens": self.T,
+            "embedding_dim": self.embedding_dim, "fingerprint": self.fingerprint}
+    diff = [k for k in mine if prog.get(k) != mine[k]]
+    if "fingerprint" in diff:
+      a, b = prog.get("fingerprint") or {}, self.fingerprint
+      diff += [f"fingerprint.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+               if a.get(k) != b.get(k)]
+    if diff:
+      raise StoreError(f"cannot resume {self.partial}: settings differ from the interrupted run "
+                       f"({', '.join(map(str, diff))}); use --overwrite to start over")
+    b = prog["boundary"]
+    m, p, s = b["images"], b["tokens"], b["skipped"]
+    images = _read_jsonl(os.path.join(self.partial, IMAGES_LOG), m)
+    skipped = _read_jsonl(os.path.join(self.partial, SKIPPED_LOG), s)
+    if len(images) < m or len(skipped) < s:
+      raise StoreError(f"{self.partial}: progress logs are shorter than the committed state "
+                       f"({len(images)}/{m} images, {len(skipped)}/{s} skipped)")
+    _rewrite_jsonl(os.path.join(self.partial, IMAGES_LOG), images)
+    _rewrite_jsonl(os.path.join(self.partial, SKIPPED_LOG), skipped)
+    for rec in images:
+      self.image_ids.append(rec["id"])
+      self.labels.append(int(rec["label"]))
+      self.offsets.append(self.offsets[-1] + int(rec["n"]))
+    self._id_set = set(self.image_ids)
+    self.skipped = skipped
+    if self.offsets[-1] != p:
+      raise StoreError(f"{self.partial}: image log sums to {self.offsets[-1]} tokens, progress "
+                       f"says {p}")
+    self.cursor = int(b["cursor"])
+    self._acts = _open_array(os.path.join(self.partial, "activations"), "partial activations")
+    self._emb = (_open_array(os.path.join(self.partial, "embeddings"), "partial embeddings")
+                 if self.embedding_dim else None)
+    first = p // self.T
+    self._committed_sums = list(prog["chunk_sums"][:first])
+    self.buffer_start = first * self.T
+    try:
+      head = np.asarray(self._acts[self.buffer_start:p].read().result())
+    except Exception as e:
+      raise StoreError(f"{self.partial}: committed chunk {first} is unreadable ({e}); "
+                       f"use --overwrite to start over") from e
+    return head
+
+  @property
+  def resume_cursor(self) -> int:
+    """Source position the caller continues from (0 for a fresh run)."""
+    return self.cursor
+
+  @property
+  def num_images(self) -> int:
+    return len(self.labels)
+
+  @property
+  def done(self) -> bool:
+    """True when resuming found a finished store waiting only for the final rename."""
+    return self._finished_partial
+
+  # -- writer thread
+  def _run(self):
+    while True:
+      item = self._queue.get()
+      if item is None:
+        return
+      if self._error is not None:
+        if item[0] == "chunk":
+          self._slots.release()
+        continue
+      t0 = time.perf_counter()
+      try:
+        self._handle(item)
+      except BaseException as e:  # surfaced to the caller at the next call
+        self._error = e
+      finally:
+        if item[0] == "chunk":
+          self._slots.release()
+      self.write_seconds += time.perf_counter() - t0
+
+  def _handle(self, item):
+    kind = item[0]
+    if kind == "chunk":
+      _, c, block = item
+      block = block.astype(self.np_dtype, copy=False)
+      lo = c * self.T
+      self._acts[lo:lo + len(block)].write(block).result()
+      sums = self._committed_sums
+      del sums[c:]
+      sums.append(_sha256(block))
+      self._written_tokens = lo + len(block)
+      self._chunks_since_commit += 1
+      self._maybe_commit()
+    elif kind == "emb":
+      _, start, rows = item
+      self._emb[start:start + len(rows)].write(rows).result()
+    elif kind == "log":
+      _, images, skipped = item
+      for rec in images:
+        self._images_log.write(json.dumps(rec) + "\n")
+      for rec in skipped:
+        self._skipped_log.write(json.dumps(rec) + "\n")
+    elif kind == "boundary":
+      self._boundaries.append(item[1])
+      self._maybe_commit()
+    elif kind == "call":
+      item[1]()
+
+  def _maybe_commit(self):
+    if not self._chunks_since_commit:
+      return
+    best = None
+    while self._boundaries and self._boundaries[0]["tokens"] <= self._written_tokens:
+      best = self._boundaries.pop(0)
+    if best is None:
+      return
+    for f in (self._images_log, self._skipped_log):
+      f.flush()
+      os.fsync(f.fileno())
+    self._write_progress(best)
+    self._chunks_since_commit = 0
+
+  def _put(self, item):
+    if item[0] == "chunk":        # wait for a free slot (bounded memory)
+      self._slots.acquire()
+    self._queue.put(item)
+
+  def _raise_pending(self):
+    if self._error is not None:
+      err = self._error
+      raise StoreError(f"writing {self.partial} failed: {err}") from err
+
+  # -- public
+  def add_batch(self, activations: np.ndarray, tokens_per_image: Sequence[int],
+                labels: Sequence[int], image_ids: Sequence[str], embeddings=None,
+                skipped: Sequence[dict] = (), cursor: int | None = None) -> None:
+    """Append images (their tokens concatenated in order) and the source position after them.
+
+    skipped: records ({"id", "reason"}) of source items that could not be read, listed in the
+    manifest. cursor: the caller's source position after this batch (resume restarts there).
+    The writer keeps references to `activations` until written: do not modify them afterwards.
+    """
+    t0 = time.perf_counter()
+    try:
+      self._add_batch(activations, tokens_per_image, labels, image_ids, embeddings, skipped,
+                      cursor)
+    finally:
+      self.blocked_seconds += time.perf_counter() - t0
+
+  def _add_batch(self, activations, tokens_per_image, labels, image_ids, embeddings, skipped,
+                 cursor):
+    self._raise_pending()
+    if self._closed or self._finished_partial:
+      raise StoreError(f"writer for {self.path} is closed")
+    acts = np.asarray(activations)
+    counts = np.asarray(tokens_per_image, dtype=np.int64).reshape(-1)
+    b = len(counts)
+    if acts.ndim != 2 or acts.shape[1] != self.d:
+      raise ValueError(f"activations must be [tokens, d={self.d}], got shape {acts.shape}")
+    if not (np.issubdtype(acts.dtype, np.floating) or acts.dtype == DTYPES["bfloat16"]):
+      raise ValueError(f"activations must be floating point, got {acts.dtype}")
+    if np.any(counts < 0) or counts.sum() != len(acts):
+      raise ValueError(f"tokens_per_image {counts.tolist()[:8]}... must be >= 0 and sum to the "
+                       f"{len(acts)} activation rows")
+    if len(labels) != b or len(image_ids) != b:
+      raise ValueError(f"{b} images but {len(labels)} labels and {len(image_ids)} image ids")
+    if acts.size and not np.isfinite(acts.astype(np.float32, copy=False)).all():
+      bad_row = int(np.nonzero(~np.isfinite(acts.astype(np.float32)).all(-1))[0][0])
+      img = int(np.searchsorted(np.cumsum(counts), bad_row, side="right"))
+      raise ValueError(f"activations of image {image_ids[img]!r} contain NaN/Inf (row {bad_row} "
+                       f"of the batch); nothing of this batch was written")
+    ids = [str(i) for i in image_ids]
+    dup = [i for i in ids if i in self._id_set]
+    if dup or len(set(ids)) != len(ids):
+      raise ValueError(f"duplicate image ids {dup[:5] or ids[:5]}")
+    if (embeddings is None) != (self.embedding_dim is None):
+      raise ValueError("embeddings must be given iff the writer was created with embedding_dim")
+    if embeddings is not None:
+      embeddings = np.asarray(embeddings, np.float32)
+      if embeddings.shape != (b, self.embedding_dim):
+        raise ValueError(f"embeddings must be [{b}, {self.embedding_dim}], got {embeddings.shape}")
+      if not np.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN/Inf")
+    for rec in skipped:
+      if not isinstance(rec, dict) or "id" not in rec:
+        raise ValueError(f"skipped records must be dicts with an 'id', got {rec!r}")
+    labels = [int(x) for x in labels]
+
+    # accepted: update the in-memory state and stream
+    start_img = len(self.labels)
+    recs = [{"id": i, "label": l, "n": int(n)} for i, l, n in zip(ids, labels, counts)]
+    self.image_ids += ids
+    self._id_set.update(ids)
+    self.labels += labels
+    for n in counts:
+      self.offsets.append(self.offsets[-1] + int(n))
+    self.skipped += [json.loads(json.dumps(r)) for r in skipped]
+    if cursor is not None:
+      self.cursor = int(cursor)
+    if len(acts):
+      self._buffer.append(acts)
+      self._buffered += len(acts)
+    while self._buffered >= self.T:
+      block = self._take(self.T)
+      self._put(("chunk", self.buffer_start // self.T, block))
+      self.buffer_start += self.T
+    if embeddings is not None and b:
+      self._put(("emb", start_img, embeddings))
+    self._put(("log", recs, list(skipped)))
+    self._put(("boundary", self._snapshot()))
+
+  def _take(self, n: int) -> np.ndarray:
+    whole = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+    block, rest = whole[:n], whole[n:]
+    self._buffer = [rest] if len(rest) else []
+    self._buffered = len(rest)
+    return np.array(block, copy=True) if rest.size else block
+
+  def _drain(self):
+    done = threading.Event()
+    self._put(("call", done.set))
+    done.wait()
+    self._raise_pending()
+
+  def close(self) -> None:
+    """Stop the writer thread, keeping the partial directory (resumable)."""
+    if self._thread.is_alive():
+      self._queue.put(None)
+      self._thread.join()
+    for f in (self._images_log, self._skipped_log):
+      if f is not None and not f.closed:
+        f.close()
+    self._closed = True
+
+  def finalize(self) -> str:
+    """Write the tail chunk, the small arrays and the manifest; rename into place atomically."""
+    if self._finished_partial:
+      self.close()
+      ActivationStore.open(self.partial)
+      return self._rename()
+    self._raise_pending()
+    t_fin = time.perf_counter()
+    if self._buffered:
+      block = self._take(self._buffered)
+      self._put(("chunk", self.buffer_start // self.T, block))
+      self.buffer_start += len(block)
+    self._drain()
+    self.close()
+    n_tok, n_img = self.offsets[-1], len(self.labels)
+    sums = list(self._committed_sums[:_num_chunks(n_tok, self.T)])
+    if len(sums) != _num_chunks(n_tok, self.T):
+      raise StoreError(f"internal: {len(sums)} chunk checksums for {n_tok} tokens")
+    acts = self._acts.resize(exclusive_max=[n_tok, self.d], resize_metadata_only=True,
+                             shrink_only=True).result()
+    del acts
+    offsets = np.asarray(self.offsets, np.int64)
+    labels = np.asarray(self.labels, np.int64)
+    for name, value in (("token_offsets", offsets), ("labels", labels)):
+      arr = _create_array(os.path.join(self.partial, name), "int64", (len(value),),
+                          (max(1, min(len(value), 1 << 20)),))
+      arr.write(value).result()
+    checks = {"algorithm": "sha256", "activations": sums,
+              "token_offsets": _sha256(offsets.astype("<i8")),
+              "labels": _sha256(labels.astype("<i8")), "image_ids": _sha256_json(self.image_ids)}
+    _write_json_atomic(os.path.join(self.partial, IMAGE_IDS), {"image_ids": self.image_ids})
+    if self._emb is not None:
+      emb = self._emb.resize(exclusive_max=[n_img, self.embedding_dim],
+                             resize_metadata_only=True, shrink_only=True).result()
+      checks["embeddings"] = _sha256(np.asarray(emb.read().result()).astype("<f4"))
+    names = self.meta["label_names"]
+    if names is not None and labels.size and (labels.min() < -1 or labels.max() >= len(names)):
+      raise StoreError(f"labels range [{labels.min()}, {labels.max()}] does not fit the "
+                       f"{len(names)} label_names")
+    manifest = {"format_version": FORMAT_VERSION, "model": self.meta["model"],
+                "hooked_module": self.meta["hooked_module"], "d": self.d, "dtype": self.dtype,
+                "num_tokens": int(n_tok), "num_images": int(n_img), "split": self.meta["split"],
+                "created": _creation_info(self.meta["versions"]), "chunk_tokens": self.T,
+                "checksums": checks, "label_names": names, "embedding": self.meta["embedding"],
+                "skipped_images": self.skipped}
+    clash = set(self.meta["extra"]) & set(manifest)
+    if clash:
+      raise ValueError(f"manifest_extra may not redefine {sorted(clash)}")
+    manifest.update(self.meta["extra"])
+    _write_json_atomic(os.path.join(self.partial, MANIFEST), manifest)
+    for name in (PROGRESS, IMAGES_LOG, SKIPPED_LOG):
+      p = os.path.join(self.partial, name)
+      if os.path.exists(p):
+        os.remove(p)
+    path = self._rename()
+    self.finalize_seconds = time.perf_counter() - t_fin
+    self.blocked_seconds += self.finalize_seconds
+    return path
+
+  def _rename(self) -> str:
+    old = None
+    if os.path.exists(self.path):
+      if not self.overwrite:
+        raise StoreError(f"{self.path} appeared while writing; pass overwrite=True to replace it "
+                         f"(the finished store is kept in {self.partial})")
+      old = f"{self.path}.old-{os.getpid()}"
+      os.replace(self.path, old)
+    os.replace(self.partial, self.path)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+    return self.path
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+
+def _read_jsonl(path: str, limit: int) -> list[dict]:
+  out = []
+  if not os.path.isfile(path):
+    return out
+  with open(path) as f:
+    for line in f:
+      if len(out) >= limit:
+        break
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  return out
+
+
+def _rewrite_jsonl(path: str, recs: list[dict]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for r in recs:
+      f.write(json.dumps(r) + "\n")
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- conveniences
+def write_store(path: str, activations, token_offsets, labels=None, image_ids=None,
+                embeddings=None, label_names=None, manifest_extra=None, overwrite=False, *,
+                dtype: str | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                model: str | None = None, hooked_module: str | None = None,
+                split: str | None = None, embedding_backbone: str | None = None) -> str:
+  """Write in-memory arrays as a store (tests, demos, imports). Returns the path."""
+  acts = np.asarray(activations)
+  if acts.ndim != 2:
+    raise ValueError(f"activations must be 2-D [tokens, d], got shape {acts.shape}")
+  offsets = np.asarray(token_offsets, np.int64)
+  if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(acts) \
+      or np.any(np.diff(offsets) < 0):
+    raise ValueError(f"token_offsets must be non-decreasing from 0 to {len(acts)}, got "
+                     f"{offsets[:3].tolist()}...{offsets[-3:].tolist()}")
+  n_img = len(offsets) - 1
+  labels = np.zeros(n_img, np.int64) if labels is None else np.asarray(labels, np.int64)
+  image_ids = [str(i) for i in range(n_img)] if image_ids is None else list(image_ids)
+  if dtype is None:
+    dtype = acts.dtype.name if acts.dtype.name in DTYPES else "float32"
+  emb = None if embeddings is None else np.asarray(embeddings, np.float32)
+  w = StoreWriter(path, d=acts.shape[1], dtype=dtype, chunk_tokens=chunk_tokens, model=model,
+                  hooked_module=hooked_module, split=split, label_names=label_names,
+                  embedding_dim=None if emb is None else emb.shape[1],
+                  embedding_backbone=embedding_backbone, manifest_extra=manifest_extra,
+                  overwrite=overwrite)
+  try:
+    step = 1024
+    for i in range(0, max(n_img, 1), step):
+      j = min(i + step, n_img)
+      w.add_batch(acts[offsets[i]:offsets[j]] if n_img else acts[:0], np.diff(offsets[i:j + 1]),
+                  labels[i:j], image_ids[i:j], None if emb is None else emb[i:j], cursor=j)
+    return w.finalize()
+  except BaseException:
+    w.close()
+    shutil.rmtree(w.partial, ignore_errors=True)   # nothing to resume for in-memory input
+    raise
+  finally:
+    w.close()
+
+
+def combine_stores(paths: Sequence[str], out: str, overwrite: bool = False,
+                   chunk_tokens: int | None = None) -> str:
+  """Concatenate stores (e.g. the shards of a SLURM array, in shard order) into one store.
+
+  The result equals one run over the same images: same arrays, chunking and checksums.
+  """
+  if not paths:
+    raise ValueError("combine_stores needs at least one input store")
+  stores = [ActivationStore.open(p) for p in paths]
+  first = stores[0].manifest
+  for s in stores[1:]:
+    for key in ("d", "dtype", "model", "hooked_module", "label_names", "split"):
+      if s.manifest[key] != first[key]:
+        raise StoreError(f"cannot combine: {key} differs ({first[key]!r} in {stores[0].path}, "
+                         f"{s.manifest[key]!r} in {s.path})")
+    if (s.manifest["embedding"] is None) != (first["embedding"] is None) or \
+        (first["embedding"] and s.manifest["embedding"] != first["embedding"]):
+      raise StoreError(f"cannot combine: embeddings differ between {stores[0].path} and {s.path}")
+  extra = {k: v for k, v in first.items() if k not in REQUIRED_KEYS and k not in
+           ("skipped_images", "shard", "combined_from")}
+  extra["combined_from"] = [os.path.abspath(s.path) for s in stores]
+  emb = first["embedding"]
+  w = StoreWriter(out, d=first["d"], dtype=first["dtype"],
+                  chunk_tokens=chunk_tokens or first["chunk_tokens"], model=first["model"],
+                  hooked_module=first["hooked_module"], split=first["split"],
+                  label_names=first["label_names"], embedding_dim=emb and emb["dim"],
+                  embedding_backbone=emb and emb["backbone"], manifest_extra=extra,
+                  overwrite=overwrite, versions=first["created"].get("versions"))
+  try:
+    for s in stores:
+      e_all = s.embeddings() if s.has_embeddings else None
+      offs = s.token_offsets
+      i = 0
+      while i < s.num_images:    # groups of images of about one chunk of tokens
+        j = int(np.searchsorted(offs, offs[i] + w.T, side="right")) - 1
+        j = min(max(j, i + 1), s.num_images)
+        w.add_batch(s.read_tokens_native(offs[i], offs[j]), np.diff(offs[i:j + 1]),
+                    s.labels[i:j], s.image_ids[i:j], None if e_all is None else e_all[i:j])
+        i = j
+      w.skipped += s.manifest.get("skipped_images", [])
+    return w.finalize()
+  finally:
+    w.close()

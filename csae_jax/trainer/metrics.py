@@ -1,0 +1,116 @@
+"""Metric writers: JSON lines, TensorBoard events (tensorboardX, no TensorFlow), progress line.
+
+Only process 0 writes. Metric names keep the model's prefixes ("l1/fvu", "l2/live_atoms", ...),
+so each cascade level has its own curves.
+"""
+from __future__ import annotations
+
+import json
+import logging as logging_std
+import math
+import pathlib
+import sys
+import time
+
+from absl import logging
+
+
+def _finite_or_str(v: float):
+  return v if math.isfinite(v) else str(v)
+
+
+class MetricWriter:
+  def __init__(self, metrics_path: pathlib.Path, tb_dir: pathlib.Path, resume_step: int,
+               enabled: bool = True):
+    self.enabled = enabled
+    self._tb = None
+    if not enabled:
+      return
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    if metrics_path.exists():   # drop lines written after the checkpoint we resume from
+      kept = []
+      for line in metrics_path.read_text().splitlines():
+        try:
+          if json.loads(line).get("step", 0) <= resume_step:
+            kept.append(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill
+      metrics_path.write_text("".join(l + "\n" for l in kept))
+    self._file = open(metrics_path, "a")
+    from tensorboardX import SummaryWriter
+    self._tb = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": step, **{k: _finite_or_str(float(v)) for k, v in metrics.items()}}
+    self._file.write(json.dumps(row, sort_keys=True) + "\n")
+    self._file.flush()
+    for k, v in metrics.items():
+      if math.isfinite(float(v)):
+        self._tb.add_scalar(k, float(v), step)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
+
+
+def _fmt_time(s: float) -> str:
+  if not math.isfinite(s):
+    return "?"
+  s = int(s)
+  return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+  """A carriage-return progress line on a terminal, absl logging lines otherwise."""
+
+  def __init__(self, total: int, start: int, batch_size: int, mode: str = "auto",
+               enabled: bool = True):
+    self.total, self.start, self.batch_size = total, start, batch_size
+    self.interactive = enabled and (mode == "always" or (mode == "auto" and sys.stderr.isatty()))
+    self.enabled = enabled
+    self.t0 = time.time()
+
+  def rate(self, step: int) -> float:
+    return (step - self.start) / max(time.time() - self.t0, 1e-9)
+
+  def update(self, step: int, metrics: dict[str, float] | None = None, force_log=False) -> None:
+    if not self.enabled:
+      return
+    r = self.rate(step)
+    eta = (self.total - step) / r if r > 0 else float("inf")
+    loss = "" if not metrics or "loss" not in metrics else f" loss {metrics['loss']:.4g}"
+    line = (f"step {step}/{self.total} {r:.2f} step/s {r * self.batch_size:,.0f} tok/s "
+            f"ETA {_fmt_time(eta)}{loss}")
+    if self.interactive:
+      sys.stderr.write("\r" + line + " " * 4)
+      sys.stderr.flush()
+    elif force_log:
+      logging.info("%s", line)
+
+  def close(self) -> None:
+    if self.interactive:
+      sys.stderr.write("\n")
+      sys.stderr.flush()
+
+
+class _LibraryInfoFilter(logging_std.Filter):
+  """Drops INFO records from orbax/jax/tensorstore internals; warnings and errors still pass."""
+
+  NOISY = ("/orbax/", "/jax/_src/", "/tensorstore/", "/etils/")
+
+  def filter(self, record):
+    if record.levelno >= logging_std.WARNING:
+      return True
+    return not any(part in record.pathname for part in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Keep launch-script output to our own progress lines (call once from main)."""
+  flt = _LibraryInfoFilter()
+  for handler in logging_std.getLogger().handlers + logging_std.getLogger("absl").handlers:
+    handler.addFilter(flt)
+  logging_std.getLogger("absl").addFilter(flt)

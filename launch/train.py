@@ -1,0 +1,54 @@
+"""Train (or resume) one SAE / CSAE run: checkpoints, metrics and the config land in --workdir.
+
+  python launch/train.py --config=configs/csae_release.py --workdir=runs/csae \
+      --config.data.path=stores/qwen3vl_imagenet_train --config.steps=20000
+
+Rerunning the same command resumes from the latest checkpoint; a finished run is never
+overwritten unless --config.overwrite=True. Multi-host: run one process per host with the same
+flags (SLURM and TPU pods are detected; see launch/slurm_train.sbatch) or pass --coordinator,
+--num_processes and --process_id. Exit status 143 means stopped by SIGTERM after checkpointing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, config).")
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0 (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from csae_jax import trainer
+  from csae_jax.trainer import metrics as metrics_lib
+  from csae_jax.trainer import multihost
+  metrics_lib.quiet_library_logs()
+  from csae_jax.trainer import config as cfg_lib
+  config = cfg_lib.complete(_CONFIG.value)
+  if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value >= 0:
+    config.distributed.coordinator = _COORDINATOR.value
+    config.distributed.num_processes = _NUM_PROCESSES.value
+    config.distributed.process_id = _PROCESS_ID.value
+  multihost.initialize_from_config(config)
+  result = trainer.train(config, _WORKDIR.value)
+  logging.info("done: step %d, %.0f tokens/s, checkpoints %s", result.step, result.tokens_per_s,
+               result.checkpoint_steps)
+  if result.preempted:
+    sys.exit(143)
+
+
+if __name__ == "__main__":
+  app.run(main)

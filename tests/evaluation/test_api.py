@@ -1,0 +1,54 @@
+"""csae_jax.api.load: the notebook view of an experiment or a trainer run."""
+import os
+
+import numpy as np
+import pytest
+
+from csae_jax import api
+from csae_jax.evaluation.evaluator import Evaluation
+
+
+def test_load_experiment_method(experiment):
+  wd = experiment["workdir"]
+  h = api.load(wd)
+  ev = Evaluation.load(os.path.join(wd, "results", "csae"))
+  assert h.method == "csae" and h.num_levels == 2
+  np.testing.assert_array_equal(h.parent_maps[0], ev.parents[0])
+  np.testing.assert_array_equal(h.hms(), ev.hms[0])
+  assert h.hms_summary()["mean"] == pytest.approx(ev.summary["hms"]["mean"])
+  for u in range(len(ev.hms[0])):
+    kids = h.children(u)
+    assert len(kids) == ev.child_counts[0][u]
+    assert all(h.parent(k) == u for k in kids)
+  best = h.top_units(3)
+  assert np.all(np.diff(h.hms()[best]) <= 0)
+  tree = h.tree()
+  assert sum(len(n["children"]) for n in tree) == int((ev.parents[0] >= 0).sum())
+  # Top images of a Level-1 unit are its highest image-level codes, best first.
+  unit = int(np.argmax(ev.top_values[:, 0]))
+  imgs = h.top_images(unit, k=3)
+  assert imgs[0]["image"] == int(ev.top_images[unit, 0])
+  assert imgs[0]["image_id"] == h.source.image_ids[imgs[0]["image"]]
+  assert [i["value"] for i in imgs] == sorted([i["value"] for i in imgs], reverse=True)
+  # Params are folded for raw activations: encoding store tokens gives codes of the right width.
+  x = h.source.read_tokens(0, 5)
+  assert h.encode(x).shape == (5, experiment["config"].n1)
+  assert repr(h).startswith("Hierarchy('csae'")
+  with pytest.raises(FileNotFoundError, match="no evaluated method 'relu'"):
+    api.load(wd, "relu")
+  flat = api.load(wd, "batchtopk")
+  assert flat.hms_summary()["count"] == flat.evaluation.summary["hms"]["count"]
+
+
+def test_load_trainer_run_with_and_without_store(experiment):
+  wd = experiment["workdir"]
+  run_dir = os.path.join(wd, "runs", "csae_full")
+  h = api.load(run_dir)
+  assert h.evaluation is None and len(h.parent_maps) == 1
+  with pytest.raises(ValueError, match="eval_store"):
+    h.hms()
+  h2 = api.load(run_dir, eval_store=os.path.join(wd, "data", "eval"))
+  assert np.isfinite(h2.hms_summary()["mean"]) or h2.hms_summary()["count"] == 0
+  assert os.path.exists(os.path.join(run_dir, "evaluation", "summary.json"))
+  flat = api.load(os.path.join(wd, "runs", "batchtopk_l1"), eval_store=os.path.join(wd, "data", "eval"))
+  assert flat.evaluation.summary["options"]["posthoc"] == "hac"

@@ -1,0 +1,56 @@
+"""Every trainer config file builds a valid model and documents its run command."""
+import importlib.util
+
+import pytest
+
+from csae_jax.models import build_model
+from csae_jax.trainer import config as cfg_lib
+
+from trainer_helpers import REPO
+
+FAMILIES = ["relu", "topk", "batchtopk", "jumprelu", "gated", "pannealing"]
+FILES = FAMILIES + ["matryoshka", "stacked", "csae_release", "tiny_relu", "tiny_csae"]
+
+
+def _module(name):
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_config_builds_and_documents_its_command(name):
+  mod = _module(name)
+  assert "python launch/train.py --config=configs/" + name in mod.__doc__
+  config = cfg_lib.complete(mod.get_config())
+  if config.data.kind == "store":
+    config.data.path = "stores/example"     # the one key a paper config leaves to the user
+  cfg_lib.validate(config)
+  model = build_model(config.model, config.steps)
+  assert model.d == config.model.d
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_baselines_at_both_paper_sizes(family):
+  mod = _module(family)
+  l1, l2 = (build_model(mod.get_config(s).model, 1000) for s in ("l1", "l2"))
+  assert (l1.n, l2.n, l1.d) == (20_000, 10_000, 1024)
+  if family in ("topk", "batchtopk"):
+    assert (l1.cfg.k, l2.cfg.k) == (6, 1)
+  with pytest.raises(ValueError, match="size must be"):
+    mod.get_config("l3")
+
+
+def test_release_csae_setting():
+  config = _module("csae_release").get_config()
+  model = build_model(config.model, config.steps)
+  l1, l2 = model.cfg.levels
+  assert (l1.family, l1.cfg.n, l1.cfg.k, l1.cfg.aux_k) == ("batchtopk", 20_000, 6, None)
+  assert (l2.family, l2.cfg.n, l2.cfg.k, l2.cfg.aux_k) == ("batchtopk", 10_000, 1, None)
+  assert model.cfg.level_start_steps == (10_000,) and model.cfg.stop_gradient == "full"
+  assert l1.cfg.k_anneal_steps == int(0.1 * config.steps)
+  assert config.lr == 1e-4 and config.batch_size == 1024
+  assert config.batch_size * config.steps == pytest.approx(500e6, rel=1e-3)
+  with pytest.raises(ValueError, match="needs config.data.path"):
+    cfg_lib.validate(cfg_lib.complete(config))

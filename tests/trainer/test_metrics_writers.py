@@ -1,0 +1,31 @@
+"""Progress line (rate, ETA) and the JSON-lines writer's resume truncation."""
+import json
+import re
+
+from csae_jax.trainer import metrics
+
+
+def test_progress_line_has_rate_and_eta(capsys):
+  p = metrics.Progress(total=100, start=0, batch_size=32, mode="always")
+  p.t0 -= 10.0                                   # as if 10 s had passed
+  p.update(20, {"loss": 0.5})
+  p.close()
+  line = capsys.readouterr().err
+  m = re.search(r"step 20/100 (\S+) step/s (\S+) tok/s ETA (\d+):(\d\d):(\d\d) loss 0.5", line)
+  assert m, line
+  rate = float(m.group(1))
+  assert 1.9 < rate < 2.1                        # 20 steps in ~10 s
+  eta = int(m.group(3)) * 3600 + int(m.group(4)) * 60 + int(m.group(5))
+  assert 38 <= eta <= 41                         # 80 steps left at ~2 step/s
+
+
+def test_writer_drops_lines_after_the_resumed_step(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": s, "loss": 1.0 / s} for s in (10, 20, 30)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "lo')  # cut by a kill
+  w = metrics.MetricWriter(path, tmp_path / "tb", resume_step=20)
+  w.write(30, {"loss": float("nan"), "fvu": 0.5})
+  w.close()
+  got = [json.loads(l) for l in path.read_text().splitlines()]
+  assert [r["step"] for r in got] == [10, 20, 30]
+  assert got[-1]["loss"] == "nan" and got[-1]["fvu"] == 0.5

@@ -76,7 +76,13 @@ def dot_flops(jaxpr) -> float:
       a = eqn.invars[0].aval.shape
       out = eqn.outvars[0].aval.shape
       total += 2.0 * np.prod(out, dtype=np.float64) * np.prod([a[i] for i in lc], dtype=np.float64)
-    for sub in jax_core.jaxprs_in_params(eqn.params):
+    subs = list(jax_core.jaxprs_in_params(eqn.params))
+    if eqn.primitive.name == "cond" and subs:
+      # One branch runs: count the cheaper (in the benched steady state no latent is dead, so
+      # AuxK's extra decode is skipped; other conds hold no matmul).
+      total += min(dot_flops(sub) for sub in subs)
+      continue
+    for sub in subs:
       mult = 1.0
       if eqn.primitive.name == "scan":
         mult = float(eqn.params["length"])

@@ -45,6 +45,7 @@ SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 
 # families whose encoder centres the input on b_dec (SAELens: apply_b_dec_to_input)
 _CENTRED = {"relu", "pannealing", "topk", "batchtopk", "matryoshka", "gated", "stacked"}
+SAELENS_FORMAT_VERSION = "6.0.0"   # the cfg.json layout written (checked with sae-lens 6.54)
 SAELENS_ARCHITECTURE = {"relu": "standard", "pannealing": "standard", "topk": "topk",
                         "batchtopk": "jumprelu", "matryoshka": "jumprelu", "jumprelu": "jumprelu",
                         "gated": "gated"}
@@ -374,12 +375,16 @@ def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
     if level > 1:
       metadata["note"] = "input is Level-%d decoder atoms (unit vectors), not activations" % (
           level - 1)
+  # We write SAELens 6's layout and say so: without a version SAELens converts the file as a
+  # pre-6.0 config (and fails on hook_name = null).
+  metadata["sae_lens_version"] = SAELENS_FORMAT_VERSION
   cfg_json = {"architecture": arch, "d_in": int(cfg.d), "d_sae": int(cfg.n), "dtype": "float32",
               "device": "cpu", "apply_b_dec_to_input": family in _CENTRED,
               "normalize_activations": "none", "reshape_activations": "none",
-              "metadata": metadata, **extra,
-              # older SAELens (< 6) read these at top level; newer ones ignore unknown keys
-              "model_name": model_name, "hook_name": hook_name}
+              "metadata": metadata, **extra}
+  # Older SAELens (< 6) read these at top level; newer ones ignore them. Only when known.
+  cfg_json.update({k: v for k, v in (("model_name", model_name), ("hook_name", hook_name))
+                   if v is not None})
   return _write_dir_atomically(Path(out_dir), {SAELENS_WEIGHTS_FILE: _save_safetensors(tensors),
                                                SAELENS_CFG_FILE: _save_json(cfg_json)}, overwrite)
 

@@ -114,6 +114,10 @@ def test_saelens_format_names_shapes_and_codes(tmp_path, family):
   d, n = model.d, model.n
   assert cfg["d_in"] == d and cfg["d_sae"] == n
   assert cfg["architecture"] == export.SAELENS_ARCHITECTURE[family]
+  # SAELens reads a cfg.json without a version as pre-6.0 and fails on a null hook_name
+  # (found by tools/saelens_interop.py against sae-lens 6.54).
+  assert cfg["metadata"]["sae_lens_version"] == "6.0.0"
+  assert all(v is not None for k, v in cfg.items() if k in ("hook_name", "model_name"))
   assert cfg["normalize_activations"] == "none" and cfg["dtype"] == "float32"
   assert cfg["metadata"]["hook_name"] == "model.visual.blocks.23"
   expected = {"W_enc": (d, n), "W_dec": (n, d), "b_dec": (d,)}

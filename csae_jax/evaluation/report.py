@@ -107,47 +107,38 @@ def write_plots(out_dir, results: dict, methods) -> list[str]:
   """hms_distribution.png (HMS per parent, one box per method), children_per_parent.png."""
   import matplotlib
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
 
   os.makedirs(out_dir, exist_ok=True)
   methods = list(dict.fromkeys(methods))
   labels = [results[m].summary["display"] for m in methods]
   paths = []
-  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 4))
   data = [np.asarray(results[m].hms[0])[np.isfinite(results[m].hms[0])] for m in methods]
+  paths.append(_box_strip(data, labels, 0, "HMS per Level-2 unit", "HMS distribution per method",
+                          os.path.join(out_dir, "hms_distribution.png")))
+  counts = [np.asarray(results[m].child_counts[0]) for m in methods]
+  paths.append(_box_strip([c[c > 0] for c in counts], labels, 100, "children per parent",
+                          "Children per Level-2 unit (units with >= 1 child)",
+                          os.path.join(out_dir, "children_per_parent.png")))
+  return paths
+
+
+def _box_strip(data, labels, seed0, ylabel, title, path):
+  """Box plot plus jittered points per method (empty methods keep their slot); returns path."""
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
   pos = [i for i, d in enumerate(data) if d.size]
   if pos:
     ax.boxplot([data[i] for i in pos], positions=pos, widths=0.6)
   for i, d in enumerate(data):
-    jitter = np.random.default_rng(i).uniform(-0.15, 0.15, d.size)
+    jitter = np.random.default_rng(seed0 + i).uniform(-0.15, 0.15, d.size)
     ax.scatter(i + jitter, d, s=6, alpha=0.5)
-  ax.set_xticks(range(len(methods)), labels, rotation=30, ha="right")
-  ax.set_ylabel("HMS per Level-2 unit")
-  ax.set_title("HMS distribution per method")
+  ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
   fig.tight_layout()
-  p = os.path.join(out_dir, "hms_distribution.png")
-  _save_fig(fig, p)
+  _save_fig(fig, path)
   plt.close(fig)
-  paths.append(p)
-
-  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(methods)), 4))
-  counts = [np.asarray(results[m].child_counts[0]) for m in methods]
-  counts = [c[c > 0] for c in counts]
-  pos = [i for i, c in enumerate(counts) if c.size]
-  if pos:
-    ax.boxplot([counts[i] for i in pos], positions=pos, widths=0.6)
-  for i, c in enumerate(counts):
-    jitter = np.random.default_rng(100 + i).uniform(-0.15, 0.15, c.size)
-    ax.scatter(i + jitter, c, s=6, alpha=0.5)
-  ax.set_xticks(range(len(methods)), labels, rotation=30, ha="right")
-  ax.set_ylabel("children per parent")
-  ax.set_title("Children per Level-2 unit (units with >= 1 child)")
-  fig.tight_layout()
-  p = os.path.join(out_dir, "children_per_parent.png")
-  _save_fig(fig, p)
-  plt.close(fig)
-  paths.append(p)
-  return paths
+  return path
 
 
 def _save_fig(fig, path):

@@ -99,21 +99,23 @@ def auxk_loss(pre_relu, residual, w_dec, dead, aux_k: int, d: int):
   """AuxK (SPEC 2.2): reconstruct the detached residual from the top dead latents, no bias.
 
   pre_relu: ReLU'd pre-activations (B, n); residual: detached x - xhat; dead: (n,) bool.
-  Uses min(d/2, #dead, aux_k) latents; 0 when nothing is dead; NaN -> 0.
+  Uses the top min(d/2, aux_k) dead latents per token: with fewer dead latents than that, the
+  non-dead entries are zero and drop out, which is the SPEC's min(d/2, #dead). 0 when nothing is
+  dead (then lax.cond skips the extra decode entirely); NaN -> 0.
   """
   k_static = int(min(aux_k, pre_relu.shape[-1], max(d // 2, 1)))
-  n_dead = jnp.sum(dead, dtype=jnp.int32)
-  z = jnp.where(dead[None, :], pre_relu, 0.0)
-  k_use = jnp.minimum(n_dead, k_static)
-  keep = ops.topk_mask(z, k_use, axis=-1) if k_static != pre_relu.shape[-1] else z > 0
-  f_aux = z * jax.lax.stop_gradient(keep.astype(z.dtype))
-  e = jax.lax.stop_gradient(residual)
-  e_aux = f_aux @ w_dec
-  num = jnp.sum(jnp.square(e - e_aux))
-  den = jnp.sum(jnp.square(e - e.mean(0)))
-  l_aux = num / den
-  l_aux = jnp.where(jnp.isfinite(l_aux) & (n_dead > 0), l_aux, 0.0)
-  return l_aux
+
+  def compute(_):
+    z = jnp.where(dead[None, :], pre_relu, 0.0)
+    keep = ops.row_topk_mask_static(z, k_static) & (z > 0)
+    f_aux = z * jax.lax.stop_gradient(keep.astype(z.dtype))
+    e = jax.lax.stop_gradient(residual)
+    num = jnp.sum(jnp.square(e - f_aux @ w_dec))
+    den = jnp.sum(jnp.square(e - e.mean(0)))
+    l_aux = num / den
+    return jnp.where(jnp.isfinite(l_aux), l_aux, 0.0).astype(jnp.float32)
+
+  return jax.lax.cond(jnp.any(dead), compute, lambda _: jnp.zeros((), jnp.float32), None)
 
 
 def common_metrics(target, xhat, codes, state, cfg: BaseConfig, row_mask=None):

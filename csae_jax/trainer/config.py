@@ -63,6 +63,25 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_planted(steps: int) -> ml_collections.ConfigDict:
+  """base_config() with a seconds-long run on a small planted hierarchy (d=16): for tests and
+  smoke runs; the caller sets config.model."""
+  c = base_config()
+  c.model.d = 16
+  c.steps = steps
+  c.batch_size = 64
+  c.lr = 3e-3
+  c.warmup_steps = 5
+  c.checkpoint_every = 20
+  c.keep = 2
+  c.log_every = 10
+  c.data.kind = "planted"
+  c.data.planted = dict(d=16, n_parents=4, children_per_parent=3, n_images=40,
+                        tokens_per_image=16, embed_dim=8, seed=0)
+  c.data.scale_batches = 4
+  return c
+
+
 def _merge(dst: ml_collections.ConfigDict, src: dict, prefix=""):
   for key, value in src.items():
     if isinstance(value, dict) and key in dst and isinstance(dst[key], ml_collections.ConfigDict) \

@@ -73,8 +73,19 @@ def tiny_tokenizer(specials: dict[str, str], extra_specials: dict[str, str] | No
   return tok
 
 
+def _randomize_zero_matrices(model) -> None:
+  """Random init leaves some matrices at exactly zero (Gemma-3's mm_input_projection_weight), which
+  would make a tiny model's logits ignore the image; give them random values (seeded by the
+  caller's torch RNG) so image-side hooks and steering are visible downstream."""
+  with torch.no_grad():
+    for p in model.parameters():
+      if p.dim() >= 2 and not p.any():
+        p.copy_(0.2 * torch.randn(p.shape))
+
+
 def _save(model, processor, out_dir: str, family: str, info: dict) -> str:
   os.makedirs(out_dir, exist_ok=True)
+  _randomize_zero_matrices(model)
   model.save_pretrained(out_dir, safe_serialization=True)
   processor.save_pretrained(out_dir)
   with open(os.path.join(out_dir, "tiny_model.json"), "w") as f:

@@ -31,7 +31,11 @@ def init_state(cfg):
   return {**base.dead_state(cfg), **base.threshold_state()}
 
 
-ROW_CAP_FACTOR = 4   # candidates per row for the batch selection: 4 x the mean row's share
+# Candidates per row for the batch selection: 4 x the mean row's share, at least 16. With k = 1
+# (the cascade's Level 2) 4 candidates were too few: 159 of 8192 atom rows held more winners, so
+# the exact fallback ran every step (0.29 s vs 0.055 s with 16, at n1 = 8192, n2 = 1024).
+ROW_CAP_FACTOR = 4
+ROW_CAP_MIN = 16
 
 
 def batch_select(z, k, row_mask=None, k_hint: int | None = None):
@@ -45,7 +49,7 @@ def batch_select(z, k, row_mask=None, k_hint: int | None = None):
   else:
     n_rows = jnp.sum(row_mask, dtype=jnp.int32)
     valid = row_mask[:, None]
-  cap = None if k_hint is None else ROW_CAP_FACTOR * k_hint
+  cap = None if k_hint is None else max(ROW_CAP_MIN, ROW_CAP_FACTOR * k_hint)
   return ops.batch_topk_mask(z, n_rows * k, valid=valid, row_cap=cap)
 
 

@@ -24,20 +24,9 @@ def tiny_mllms(tmp_path_factory):
     path = tiny_models.build_tiny(fam, tmp_path_factory.mktemp(fam))
     family = registry.get_family(fam)
     model = registry.load_model(family, path)
-    _randomize_zero_matrices(model)
     processor = registry.load_processor(family, path)
     out[fam] = (model, processor, family, family.hook_path())
   return out
-
-
-def _randomize_zero_matrices(model):
-  """Random init leaves some matrices at zero (Gemma-3's mm_input_projection_weight), which makes
-  the logits ignore the image; give them random values so image-side hooks are visible."""
-  g = torch.Generator().manual_seed(0)
-  with torch.no_grad():
-    for p in model.parameters():
-      if p.dim() >= 2 and not p.any():
-        p.copy_(0.2 * torch.randn(p.shape, generator=g))
 
 
 def _inputs(processor, seed=0):

@@ -28,6 +28,9 @@ def test_paper_layer_present_and_reloads(family, tiny_dirs, hooked):
     return sorted((tuple(t.shape), round(float(t.double().sum()), 6)) for t in tensors)
   loaded = {p.data_ptr(): p for p in model.state_dict().values()}   # tied weights once
   assert digest(saved.values()) == digest(loaded.values())
+  # no weight matrix is left at zero by the random init (Gemma-3's image projection was)
+  zero = [k for k, t in saved.items() if t.dim() >= 2 and not t.any()]
+  assert not zero, zero
   # the processor's image token is the model's
   proc = hooked[family].processor
   tok = proc.tokenizer

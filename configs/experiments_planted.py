@@ -3,7 +3,7 @@
   python launch/experiments.py --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
 
 The planted hierarchy (csae_jax.planted) is written as train / held-out activation stores, so this
-takes the same path as a real store. Figures are in notes/evaluation.md.
+takes the same path as a real store. Figures are in BUILD_NOTES.md.
 """
 import importlib.util
 import os

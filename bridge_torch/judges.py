@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import abc
 import base64
 import dataclasses
 import io
@@ -40,12 +41,13 @@ class Concept:
     return self.words or (self.name.lower(),)
 
 
-class Judge:
+class Judge(abc.ABC):
   """judge(captions, concept, images=None) -> list of bools, one per caption."""
   name = "judge"
 
+  @abc.abstractmethod
   def judge(self, captions: Sequence[str], concept: Concept, images=None) -> list[bool]:
-    raise NotImplementedError
+    """Whether each caption expresses the concept."""
 
 
 def _word_pattern(phrase: str) -> re.Pattern:

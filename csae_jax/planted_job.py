@@ -1,24 +1,14 @@
 """The planted-hierarchy main job as a function (launch/planted.py and notebooks call `run`)."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+import pathlib
 
 import jax
 import numpy as np
 
 from csae_jax import planted
-
-
-def write_json_atomic(path: str, obj) -> None:
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
+from csae_jax.trainer.checkpoint import write_json_atomic
 
 
 def level2_concepts(model, params, parent_map) -> np.ndarray:
@@ -85,7 +75,7 @@ def run(config, workdir: str) -> dict:
       **recovery,
   }
   report = {"summary": summary, "config": trained.config.to_dict()}
-  write_json_atomic(os.path.join(workdir, "hierarchy.json"),
+  write_json_atomic(pathlib.Path(workdir) / "hierarchy.json",
                     hierarchy_listing(pl, atoms, parent_map, parent_atoms))
-  write_json_atomic(os.path.join(workdir, "report.json"), report)
+  write_json_atomic(pathlib.Path(workdir) / "report.json", report)
   return report

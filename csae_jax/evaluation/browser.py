@@ -224,6 +224,11 @@ def _clean(obj):
 def write_browser(path, ev, source, *, title="CSAE concept browser", **kw) -> dict:
   data = _clean(page_data(ev, source, title=title, **kw))
   text = _PAGE.format(title=html.escape(title), data=_json_for_script(data))
+  _write_text_atomic(path, text)
+  return data
+
+
+def _write_text_atomic(path, text: str) -> None:
   d = os.path.dirname(path) or "."
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, suffix=".html.tmp")
@@ -231,7 +236,6 @@ def write_browser(path, ev, source, *, title="CSAE concept browser", **kw) -> di
     f.write(text)
   os.chmod(tmp, 0o644)   # mkstemp creates 0600; the page is meant to be shared
   os.replace(tmp, path)
-  return data
 
 
 def write_browsers(out_dir, results: dict, methods, source, *, planted_eval_children=None,
@@ -253,6 +257,5 @@ def write_browsers(out_dir, results: dict, methods, source, *, planted_eval_chil
                    f"{h['count']} parents</li>")
   index = ("<!doctype html><html><head><meta charset='utf-8'><title>Concept browsers</title>"
            "</head><body><h1>Concept browsers</h1><ul>" + "".join(links) + "</ul></body></html>")
-  with open(os.path.join(out_dir, "index.html"), "w") as f:
-    f.write(index)
+  _write_text_atomic(os.path.join(out_dir, "index.html"), index)
   return paths

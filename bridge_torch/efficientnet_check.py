@@ -9,7 +9,7 @@ with its input scale folded in, and loaded in PyTorch. For each Level-2 cluster 
   suppression = clamp A to -3 sigma_A on the cluster's top images: P(classes(A)) should fall
 The hook runs in error-preserving mode by default, so only the clamp changes the network.
 
-  python -m bridge_torch.efficientnet_check            # prints the figures (BUILD_NOTES.md)
+  python -m bridge_torch.efficientnet_check            # prints the figures (docs/benchmarks.md)
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
   python launch/experiments.py --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
 
 The planted hierarchy (csae_jax.planted) is written as train / held-out activation stores, so this
-takes the same path as a real store. Figures are in BUILD_NOTES.md.
+takes the same path as a real store. Figures are in docs/benchmarks.md.
 """
 import importlib.util
 import os
@@ -46,7 +46,7 @@ def get_config():
   c.csae.level1 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
   c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
   # alpha = 0.02, not the release's 1: on this small dictionary L2 (unit atoms) outweighs L1 (tokens
-  # at E||x||^2 = 1) and alpha = 1 collapses Level 1 (see BUILD_NOTES.md, "alpha").
+  # at E||x||^2 = 1) and alpha = 1 collapses Level 1 (see docs/design.md, "alpha").
   c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=[100],
                                                   alphas=[0.02]))
   c.eval.chunk_tokens = 1024

@@ -11,7 +11,7 @@ about 0.99), parent_match about 0.8-0.9 against a chance level of 0.125 (1 / n_p
 
 alpha = 0.02 rather than the release's 1: L2 is measured on unit-norm atoms (error ~0.3 per atom
 here) while L1 is on tokens scaled to E||x||^2 = 1 (error ~0.03), so alpha = 1 lets Level 2 pull
-Level-1 atoms together (Level-1 FVU 0.13 instead of 0.03 in our runs; see BUILD_NOTES.md).
+Level-1 atoms together (Level-1 FVU 0.13 instead of 0.03 in our runs; see docs/design.md, "alpha").
 """
 import ml_collections
 

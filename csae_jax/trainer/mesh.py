@@ -1,4 +1,4 @@
-"""Device mesh and the layout of every array of the train state (BUILD_NOTES: Trainer layout).
+"""Device mesh and the layout of every array of the train state (docs/design.md: Mesh layout).
 
 Mesh axes ("data", "model").
   batch          [B, d]    rows split over "data", replicated over "model"

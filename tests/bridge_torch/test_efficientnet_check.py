@@ -1,6 +1,6 @@
 """Real-model check (issue 6, item 5): EfficientNet-lite0 with its ImageNet weights, a small CSAE
 on its last convolution, and concept clamps that move the predicted probability of the classes of
-the cluster's top images (figures: BUILD_NOTES.md)."""
+the cluster's top images (figures: docs/benchmarks.md)."""
 from __future__ import annotations
 
 import pytest

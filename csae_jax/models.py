@@ -16,11 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 
 from csae_jax import cascade as cascade_lib
 from csae_jax import conventions as cv
-from csae_jax.families import base
 from csae_jax.families import get_family
 from csae_jax.families import make_config
 
@@ -134,5 +132,3 @@ def build_model(model_config, total_steps: int | None = None) -> Model:
 
 
 PyTree = Any
-jax = jax
-base = base

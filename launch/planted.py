@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from csae_jax import planted_job
+from launch import planted_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/planted_csae.py", "Job config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/planted", "Output directory.")

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from csae_jax import cascade, models, planted, training
+from csae_jax import cascade, models, planted
+from csae_jax import step as step_lib
 from csae_jax.families import batchtopk
 from tests.families import npref as R
 
@@ -209,7 +210,7 @@ def test_three_level_cascade_trains():
   rng = np.random.default_rng(0)
   batches = (jnp.asarray(X[rng.integers(0, len(X), 64)]) for _ in range(10 ** 6))
   hist = []
-  ts, m = training.fit(model, batches, 150, key=jax.random.PRNGKey(0), warmup_steps=10,
+  ts, m = step_lib.fit(model, batches, 150, key=jax.random.PRNGKey(0), warmup_steps=10,
                        log_every=10, log_fn=lambda i, mm: hist.append(mm))
   assert all(np.isfinite(v) for v in m.values())
   assert hist[-1]["l1/fvu"] < 0.5 * hist[0]["l1/fvu"]

@@ -1,4 +1,4 @@
-"""The activation store (csae_jax/store.py): exact round trips, integrity errors, resume, combine."""
+"""The activation store (csae_jax/store/): exact round trips, integrity errors, resume, combine."""
 import json
 import os
 import shutil

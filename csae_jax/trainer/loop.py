@@ -2,7 +2,7 @@
 
 A run is a pure function of its config: the initial state comes from config.seed and the first
 batch, batch s from (config.seed, s) (data.BatchRule), and each step is the jit-compiled
-csae_jax.training.train_step over the mesh (mesh.py). So resuming from the checkpoint of step s
+csae_jax.step.train_step over the mesh (mesh.py). So resuming from the checkpoint of step s
 continues exactly as if never stopped (bitwise on CPU).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from csae_jax import training
+from csae_jax import step as step_lib
 from csae_jax.models import Model
 from csae_jax.models import build_model
 from csae_jax.trainer import checkpoint as ckpt_lib
@@ -100,7 +100,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _abstract_state(model: Model, optimizer, d: int):
-  return jax.eval_shape(lambda k, x: training.init_train_state(model, optimizer, k, x),
+  return jax.eval_shape(lambda k, x: step_lib.init_train_state(model, optimizer, k, x),
                         jax.random.PRNGKey(0), jax.ShapeDtypeStruct((8, d), jnp.float32))
 
 
@@ -110,7 +110,7 @@ def _with_shardings(abstract, shardings):
 
 
 def _make_optimizer(model, config):
-  return training.make_optimizer(model, config.steps, lr=config.lr,
+  return step_lib.make_optimizer(model, config.steps, lr=config.lr,
                                  warmup_steps=config.warmup_steps,
                                  decay_start_frac=config.decay_start_frac,
                                  clip_norm=config.clip_norm)
@@ -126,7 +126,7 @@ def make_step(model: Model, optimizer, schedule, input_scale: float, layout: mes
   scale = np.float32(input_scale)
 
   def step(ts, x):
-    return training.train_step(smodel, optimizer, schedule, ts, x / scale)
+    return step_lib.train_step(smodel, optimizer, schedule, ts, x / scale)
 
   if device_resident:
     def gather_step(ts, tokens, idx):
@@ -245,7 +245,7 @@ def train(config, workdir) -> TrainResult:
                                             config.data.scale_max_tokens)
     x0 = source.read_rows(rule.indices(0)) / np.float32(input_scale)
     init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    local = jax.jit(lambda k, x: training.init_train_state(model, optimizer, k, x))(init_key, x0)
+    local = jax.jit(lambda k, x: step_lib.init_train_state(model, optimizer, k, x))(init_key, x0)
     ts = _to_global(jax.device_get(local), layout.state)
     start = 0
     logging.info("new run in %s: input scale %.6g from %s", run_dir.root, input_scale,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from csae_jax import planted
-from csae_jax import training
+from csae_jax import step as step_lib
 from csae_jax import trainer
 from csae_jax.models import build_model
 from csae_jax.trainer import data as data_lib
@@ -28,16 +28,16 @@ def relu_run(tmp_path_factory):
 
 
 def _plain_loop(config):
-  """The same run written directly against csae_jax.training (the independent reference)."""
+  """The same run written directly against csae_jax.step (the independent reference)."""
   model = build_model(config.model, config.steps)
   tokens = planted.make_planted(planted.PlantedConfig(**config.data.planted.to_dict())).tokens
   rule = data_lib.BatchRule(len(tokens), config.batch_size, config.seed)
-  opt, schedule = training.make_optimizer(model, config.steps, lr=config.lr,
+  opt, schedule = step_lib.make_optimizer(model, config.steps, lr=config.lr,
                                           warmup_steps=config.warmup_steps)
   x0 = tokens[rule.indices(0)] / np.float32(config.data.input_scale)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  ts = jax.jit(lambda k, x: training.init_train_state(model, opt, k, x))(key, x0)
-  step = training.make_jitted_step(model, opt, schedule)
+  ts = jax.jit(lambda k, x: step_lib.init_train_state(model, opt, k, x))(key, x0)
+  step = step_lib.make_jitted_step(model, opt, schedule)
   for s in range(config.steps):
     ts, _ = step(ts, tokens[rule.indices(s)] / np.float32(config.data.input_scale))
   return ts

@@ -1,4 +1,5 @@
-"""The planted-hierarchy main job as a function (launch/planted.py and notebooks call `run`)."""
+"""The planted-hierarchy main job as a function (launch/planted.py calls `run`; a notebook run from
+the repository root can `from launch import planted_job`)."""
 from __future__ import annotations
 
 import os

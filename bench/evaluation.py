@@ -1,7 +1,7 @@
 """Evaluation at the paper's scale on CPU: peak memory and time (SPEC 4; issue 5 acceptance).
 
-  python bench/evaluation.py --tokens=1048576 --d=1024 --n1=20000 --n2=10000 --kind=cascade
-  python bench/evaluation.py --tokens=65536 --kind=pair          # two flat SAEs: + co-activation
+  python -m bench.evaluation --tokens=1048576 --d=1024 --n1=20000 --n2=10000 --kind=cascade
+  python -m bench.evaluation --tokens=65536 --kind=pair          # two flat SAEs: + co-activation
 
 Streams `tokens` synthetic activations (generated per chunk, as a store read would deliver them;
 256 tokens per image) through the chunked pass of a random-weight model, then computes prototypes
@@ -14,21 +14,19 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+from absl import app
+from absl import flags
+import jax
+import numpy as np
 
-from csae_jax.evaluation import codes as codes_lib  # noqa: E402
-from csae_jax.evaluation import evaluator  # noqa: E402
-from csae_jax.evaluation import hms as hms_lib  # noqa: E402
-from csae_jax.evaluation import subjects  # noqa: E402
-from csae_jax.models import build_model  # noqa: E402
+from csae_jax.evaluation import codes as codes_lib
+from csae_jax.evaluation import evaluator
+from csae_jax.evaluation import hms as hms_lib
+from csae_jax.evaluation import subjects
+from csae_jax.models import build_model
 
 _TOKENS = flags.DEFINE_integer("tokens", 65536, "Tokens streamed through the pass.")
 _D = flags.DEFINE_integer("d", 1024, "Activation width.")

@@ -1,7 +1,7 @@
 """Bench: how much of an extraction run goes to writing the store (target: <= 10%).
 
-  PYTHONPATH=. python bench/extract.py
-  PYTHONPATH=. python bench/extract.py --family=qwen3_vl --image_size=256 --images=24
+  python -m bench.extract
+  python -m bench.extract --family=qwen3_vl --image_size=256 --images=24
 
 Runs the real pipeline (tiny random-weight model, procedural images, batches, hook, early exit,
 store writer) and reports, per width d and store dtype, in one process on one machine. The
@@ -19,14 +19,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from absl import app
+from absl import flags
 
 _FAMILY = flags.DEFINE_enum("family", "gemma3", ["qwen3_vl", "gemma3", "llava"], "Tiny family.")
 _WIDTHS = flags.DEFINE_list("widths", ["32", "256"], "Hidden sizes d at the hooked layer.")

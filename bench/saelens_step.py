@@ -4,6 +4,9 @@ Run with the Python of an environment where SAELens is installed beside torch 2.
 pulls ~50 packages, so keep it out of the project's venv):
   /path/to/saelens-venv/bin/python bench/saelens_step.py --B 4096 --d 1024 --n 8192 --k 32
 
+The one program on argparse, not absl, and run as a file: it runs in that foreign interpreter,
+which has neither absl nor this project installed (bench/train_step.py starts it by path).
+
 One step = training_forward_pass + backward + clip_grad_norm_(1.0) + Adam step + zero_grad +
 the trainer's fired-latent bookkeeping. Prints one JSON object: {family: seconds per step}.
 Families without a SAELens architecture (P-annealing, Stacked, the cascade) are absent.

@@ -1,16 +1,22 @@
 r"""Cost of the sparse selections against one encoder matmul, in one run (ratios).
 
-  .venv/bin/python bench/selection.py [--B 4096 --n 8192 --d 1024 --k 32]
+  .venv/bin/python -m bench.selection [--B=4096 --n=8192 --d=1024 --k=32]
 
 Prints seconds per call and each selection's time as a multiple of x @ W_enc (B x d x n).
 """
-import argparse
 import time
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 
 from csae_jax import ops
+
+_B = flags.DEFINE_integer("B", 4096, "Tokens per batch.")
+_N = flags.DEFINE_integer("n", 8192, "Dictionary size.")
+_D = flags.DEFINE_integer("d", 1024, "Activation width.")
+_K = flags.DEFINE_integer("k", 32, "Active latents per token.")
 
 
 def timed(fn, *args, reps=3):
@@ -22,31 +28,27 @@ def timed(fn, *args, reps=3):
   return (time.perf_counter() - t0) / reps
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--B", type=int, default=4096)
-  ap.add_argument("--n", type=int, default=8192)
-  ap.add_argument("--d", type=int, default=1024)
-  ap.add_argument("--k", type=int, default=32)
-  a = ap.parse_args()
+def main(argv):
+  del argv
+  B, n, d, k = _B.value, _N.value, _D.value, _K.value
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
-  x = jax.random.normal(keys[0], (a.B, a.d))
-  w = jax.random.normal(keys[1], (a.d, a.n)) / a.d ** 0.5
-  z = jax.nn.relu(jax.random.normal(keys[2], (a.B, a.n)))
+  x = jax.random.normal(keys[0], (B, d))
+  w = jax.random.normal(keys[1], (d, n)) / d ** 0.5
+  z = jax.nn.relu(jax.random.normal(keys[2], (B, n)))
   base = timed(lambda x, w: x @ w, x, w)
   rows = [
       ("matmul x @ W_enc", base),
-      ("batch top-k, full bisection", timed(lambda z: ops.topk_mask(z, a.B * a.k), z)),
+      ("batch top-k, full bisection", timed(lambda z: ops.topk_mask(z, B * k), z)),
       ("batch top-k, row candidates", timed(
-          lambda z: ops.batch_topk_mask(z, a.B * a.k, row_cap=4 * a.k), z)),
-      ("row top-k, lax.top_k", timed(lambda z: ops.row_topk_mask(z, a.k), z)),
+          lambda z: ops.batch_topk_mask(z, B * k, row_cap=4 * k), z)),
+      ("row top-k, lax.top_k", timed(lambda z: ops.row_topk_mask(z, k), z)),
       ("row top-k, traced k bisection", timed(
-          lambda z: ops.topk_mask(z, jnp.int32(a.k), axis=-1), z)),
+          lambda z: ops.topk_mask(z, jnp.int32(k), axis=-1), z)),
   ]
-  print(f"B={a.B} n={a.n} d={a.d} k={a.k} devices={jax.devices()}")
+  print(f"B={B} n={n} d={d} k={k} devices={jax.devices()}")
   for name, t in rows:
     print(f"{name:32s} {t * 1e3:9.1f} ms   {t / base:5.2f} x matmul")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

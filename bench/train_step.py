@@ -1,8 +1,8 @@
 """Tokens/s of one full training step per family and for the cascade, against the FLOP floor.
 
-  python bench/train_step.py                       # B=4096 d=1024 n=8192 k=32 float32
-  python bench/train_step.py --batch=1024 --reps=2 --families=relu,batchtopk
-  python bench/train_step.py --saelens_python=/path/to/saelens-venv/bin/python  # + SAELens column
+  python -m bench.train_step                       # B=4096 d=1024 n=8192 k=32 float32
+  python -m bench.train_step --batch=1024 --reps=2 --families=relu,batchtopk
+  python -m bench.train_step --saelens_python=/path/to/saelens-venv/bin/python  # + SAELens column
   (the batch top-k selection alone, bisection vs row candidates: bench/selection.py)
 
 In one run on one machine: the matmul rate R (best time of the step's own matmul shape), then for
@@ -19,20 +19,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
-from jax.extend import core as jax_core  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from jax.extend import core as jax_core
+from absl import flags
 
-from csae_jax import step as step_lib  # noqa: E402
-from csae_jax.models import build_model  # noqa: E402
+from csae_jax import step as step_lib
+from csae_jax.models import build_model
 
 _B = flags.DEFINE_integer("batch", 4096, "Tokens per batch.")
 _D = flags.DEFINE_integer("d", 1024, "Activation width.")

@@ -18,6 +18,8 @@ import math
 import pickle
 from pathlib import Path
 
+from absl import app
+from absl import flags
 import numpy as np
 import torch
 
@@ -131,24 +133,34 @@ def import_ae_pt_to_export(path, out_dir, *, input_scale: float | None = None,
                              metadata=meta, overwrite=overwrite)
 
 
-def main(argv=None) -> None:
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_string("ae_pt", None, "The authors' TwoLevelBatchTopK state dict.")
+  flags.DEFINE_string("out", None, "Native export directory to create.")
+  flags.DEFINE_float("input_scale", None,
+                     "The run's input scale s (undoes the Level-2 bias/threshold scaling).")
+  flags.DEFINE_bool("level2_not_scaled", False,
+                    "The checkpoint's Level-2 biases were not multiplied by s.")
+  flags.DEFINE_string("hooked_module", None, "Module path the SAE was trained on.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing export.")
+  flags.mark_flags_as_required(["ae_pt", "out"])
+
+
+def main(argv) -> None:
   """python -m bridge_torch.ae_import --ae_pt=ae.pt --out=DIR --input_scale=S"""
-  import argparse
-  ap = argparse.ArgumentParser(description=main.__doc__)
-  ap.add_argument("--ae_pt", required=True, help="the authors' TwoLevelBatchTopK state dict")
-  ap.add_argument("--out", required=True, help="native export directory to create")
-  ap.add_argument("--input_scale", type=float, default=None,
-                  help="the run's input scale s (undoes the Level-2 bias/threshold scaling)")
-  ap.add_argument("--level2_not_scaled", action="store_true",
-                  help="the checkpoint's Level-2 biases were not multiplied by s")
-  ap.add_argument("--hooked_module", default=None, help="module path the SAE was trained on")
-  ap.add_argument("--overwrite", action="store_true")
-  a = ap.parse_args(argv)
-  out = import_ae_pt_to_export(a.ae_pt, a.out, input_scale=a.input_scale,
-                               level2_biases_scaled=not a.level2_not_scaled,
-                               hooked_module=a.hooked_module, overwrite=a.overwrite)
+  del argv
+  f = flags.FLAGS
+  out = import_ae_pt_to_export(f.ae_pt, f.out, input_scale=f.input_scale,
+                               level2_biases_scaled=not f.level2_not_scaled,
+                               hooked_module=f.hooked_module, overwrite=f.overwrite)
   print(f"wrote {out}")
 
 
+def cli() -> None:
+  """Console-script entry point (csae-ae-import)."""
+  _define_flags()
+  app.run(main)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

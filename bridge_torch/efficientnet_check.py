@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from absl import app
+from absl import flags
 import numpy as np
 import torch
 
@@ -244,15 +246,28 @@ def run_check(cfg: CheckConfig = CheckConfig(), out_dir=None, model=None, data=N
   return out
 
 
-if __name__ == "__main__":
-  import argparse
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_enum("mode", CheckConfig.mode, ["reconstruction", "error_preserving"],
+                    "Steering mode (SPEC 5).")
+  flags.DEFINE_string("layer", CheckConfig.layer, "EfficientNet module whose output is hooked.")
+  flags.DEFINE_float("scale_mult", CheckConfig.scale_mult, "c = scale_mult * sigma_A.")
+  flags.DEFINE_integer("max_clusters", CheckConfig.max_clusters, "Clusters steered.")
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
   torch.set_num_threads(1)
-  ap = argparse.ArgumentParser(description="EfficientNet-lite0 steering check (SPEC 5)")
-  ap.add_argument("--mode", default=CheckConfig.mode, choices=("reconstruction",
-                                                               "error_preserving"))
-  ap.add_argument("--layer", default=CheckConfig.layer)
-  ap.add_argument("--scale_mult", type=float, default=CheckConfig.scale_mult)
-  ap.add_argument("--max_clusters", type=int, default=CheckConfig.max_clusters)
-  a = ap.parse_args()
-  run_check(CheckConfig(mode=a.mode, layer=a.layer, scale_mult=a.scale_mult,
-                        max_clusters=a.max_clusters))
+  run_check(CheckConfig(mode=f.mode, layer=f.layer, scale_mult=f.scale_mult,
+                        max_clusters=f.max_clusters))
+
+
+def cli() -> None:
+  """Console-script entry point (csae-efficientnet-check)."""
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,7 +1,7 @@
 """Notebook API: `csae_jax.load(workdir)` returns a learned hierarchy you can browse in Python.
 
   import csae_jax
-  h = csae_jax.load("/tmp/exp_planted")            # an experiment workdir (launch/experiments.py)
+  h = csae_jax.load("/tmp/exp_planted")            # an experiment workdir (python -m launch.experiments)
   h = csae_jax.load("/tmp/run", eval_store="/data/stores/val")   # or one trainer run + a store
   h.hms_summary()                                  # {'mean':..., 'median':..., 'count':...}
   best = h.top_units(5)                            # Level-2 units with the highest HMS
@@ -77,7 +77,7 @@ class Hierarchy:
   def _need_eval(self):
     if self.evaluation is None:
       raise ValueError("no evaluation loaded: pass eval_store=<store with embeddings> to "
-                       "csae_jax.load, or run launch/experiments.py")
+                       "csae_jax.load, or run python -m launch.experiments")
     return self.evaluation
 
   def hms(self, level: int = 2) -> np.ndarray:
@@ -159,7 +159,7 @@ class Hierarchy:
 
 def load(workdir: str, method: str | None = None, *, eval_store: str | None = None,
          step: int | None = None) -> Hierarchy:
-  """Load an experiment workdir (launch/experiments.py) or a single trainer run.
+  """Load an experiment workdir (python -m launch.experiments) or a single trainer run.
 
   Experiment: `method` picks the result (default "csae"). Trainer run: the run's parameters, with
   an evaluation on `eval_store` (computed once and cached in <workdir>/evaluation; a flat run gets

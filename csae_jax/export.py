@@ -34,6 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from absl import app
+from absl import flags
 import numpy as np
 
 FORMAT = "csae_jax.export"
@@ -418,21 +420,31 @@ def export_run(workdir, out_dir, *, step: int | None = None, level: int | None =
                       level=level, hooked_module=hooked, metadata=meta, overwrite=overwrite)
 
 
-def main(argv=None) -> None:
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_string("workdir", None, "Trained run directory (python -m launch.train).")
+  flags.DEFINE_string("out", None, "Export directory to create.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_integer("level", None, "One cascade level (1-based).")
+  flags.DEFINE_bool("saelens", False, "Write SAELens's cfg.json format.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing export.")
+  flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv) -> None:
   """python -m csae_jax.export --workdir=RUN --out=DIR [--level=L] [--saelens] [--overwrite]"""
-  import argparse
-  ap = argparse.ArgumentParser(description=main.__doc__)
-  ap.add_argument("--workdir", required=True, help="trained run directory (launch/train.py)")
-  ap.add_argument("--out", required=True, help="export directory to create")
-  ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  ap.add_argument("--level", type=int, default=None, help="one cascade level (1-based)")
-  ap.add_argument("--saelens", action="store_true", help="write SAELens's cfg.json format")
-  ap.add_argument("--overwrite", action="store_true", help="replace an existing export")
-  a = ap.parse_args(argv)
-  out = export_run(a.workdir, a.out, step=a.step, level=a.level, saelens=a.saelens,
-                   overwrite=a.overwrite)
+  del argv
+  f = flags.FLAGS
+  out = export_run(f.workdir, f.out, step=f.step, level=f.level, saelens=f.saelens,
+                   overwrite=f.overwrite)
   print(f"wrote {out}")
 
 
+def cli() -> None:
+  """Console-script entry point (csae-export)."""
+  _define_flags()
+  app.run(main)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

@@ -1,23 +1,21 @@
 """Train, evaluate and tabulate every method of the paper on one store (or the planted hierarchy).
 
-  python launch/experiments.py --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
-  python launch/experiments.py --config=configs/experiments_store.py \
+  python -m launch.experiments --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
+  python -m launch.experiments --config=configs/experiments_store.py \
       --config.data.path=STORE --config.data.eval_path=EVAL_STORE --workdir=DIR
 
 Resumable: trained runs (<workdir>/runs/*) and evaluations (<workdir>/results/*) that are finished
 are reused. Tables in <workdir>/tables, plots in <workdir>/plots, browsers in <workdir>/browser.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
-from csae_jax.evaluation import experiments  # noqa: E402
+from csae_jax.evaluation import experiments
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/experiments_*.py).",
                                           lock_config=True)
@@ -38,5 +36,10 @@ def main(argv):
   logging.info("results in %s", out["workdir"])
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (csae-experiments, setup.py)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,7 +1,7 @@
 """Extract MLLM activations (and reference embeddings) into an activation store.
 
 Paper setting, Qwen3-VL-4B vision block 23 on ImageNet train (50 per class), one GPU:
-  python launch/extract.py --model=Qwen/Qwen3-VL-4B-Instruct --source=folder:/data/imagenet/train \
+  python -m launch.extract --model=Qwen/Qwen3-VL-4B-Instruct --source=folder:/data/imagenet/train \
       --paper_split=imagenet:train --resize=256 --dtype=bfloat16 --device=cuda \
       --embedding_backbone=hf:facebook/dinov2-base --out=stores/qwen3vl_imagenet_train
 Gemma-3 (vision layer 26) and LLaVA-1.5 (language layer 39, image tokens only) are picked from
@@ -9,7 +9,7 @@ the model's config.json; --layer changes the layer, --module hooks any module pa
 for unregistered models, with --stage and --token_rule).
 
 Offline demo (tiny random-weight model, procedural images, EfficientNet-lite0 embeddings):
-  python launch/extract.py --build_tiny=qwen3_vl --model=/tmp/tiny_qwen3_vl \
+  python -m launch.extract --build_tiny=qwen3_vl --model=/tmp/tiny_qwen3_vl \
       --source=procedural:8 --embedding_backbone=efficientnet_lite0 --out=/tmp/demo_store
 
 Rerunning an interrupted command resumes at the first unfinished chunk (--noresume starts over
@@ -22,11 +22,10 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
+from absl import app
+from absl import flags
+from absl import logging
 
 _MODEL = flags.DEFINE_string("model", None, "Model id or local directory (from_pretrained).")
 _FAMILY = flags.DEFINE_enum("family", None, ["qwen3_vl", "gemma3", "llava", "generic"],
@@ -155,5 +154,10 @@ def _main(argv):
         f"skipped={len(result.skipped)}")
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (csae-extract, setup.py)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

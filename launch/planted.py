@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -33,5 +32,10 @@ def main(argv):
         "metrics.jsonl and TensorBoard events are in the same directory")
 
 
+def cli():
+  """Console-script entry point (csae-planted, setup.py)."""
+  app.run(main)
+
+
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  cli()

@@ -2,7 +2,6 @@
 the repository root can `from launch import planted_job`)."""
 from __future__ import annotations
 
-import os
 import pathlib
 
 import jax

@@ -1,6 +1,6 @@
 """Concept insertion / suppression with Level-2 clusters (SPEC 5; the paper's Table 3).
 
-  python launch/steer.py --config=configs/steer_qwen3vl.py \
+  python -m launch.steer --config=configs/steer_qwen3vl.py \
       --config.workdir=runs/csae --config.train_store=stores/qwen3vl_coco_train \
       --config.model_path=Qwen/Qwen3-VL-4B-Instruct --config.images=data/coco_heldout \
       --config.out_dir=steer/qwen3vl_coco
@@ -13,14 +13,12 @@ held-out images for each arm and writes table3.csv, table3_per_cluster.csv and c
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Steering config (configs/steer_*.py).",
                                           lock_config=False)
@@ -143,5 +141,10 @@ def main(argv):
   logging.info("wrote %s", paths)
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (csae-steer, setup.py)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

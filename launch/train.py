@@ -1,6 +1,6 @@
 """Train (or resume) one SAE / CSAE run: checkpoints, metrics and the config land in --workdir.
 
-  python launch/train.py --config=configs/csae_release.py --workdir=runs/csae \
+  python -m launch.train --config=configs/csae_release.py --workdir=runs/csae \
       --config.data.path=stores/qwen3vl_imagenet_train --config.steps=20000
 
 Rerunning the same command resumes from the latest checkpoint; a finished run is never
@@ -10,15 +10,13 @@ flags (SLURM and TPU pods are detected; see launch/slurm_train.sbatch) or pass -
 """
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                           lock_config=False)
@@ -50,5 +48,10 @@ def main(argv):
     sys.exit(143)
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (csae-train, setup.py)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

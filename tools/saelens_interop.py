@@ -2,27 +2,31 @@ r"""Load our SAELens-format exports in SAELens itself and compare its codes with
 
 SAELens is not a project dependency (it pulls ~50 packages), so it runs in its own environment:
   python3 -m venv /tmp/saelens-venv && /tmp/saelens-venv/bin/pip install torch==2.13.0 sae-lens
-  .venv/bin/python tools/saelens_interop.py --saelens_python=/tmp/saelens-venv/bin/python
+  .venv/bin/python -m tools.saelens_interop --saelens_python=/tmp/saelens-venv/bin/python
 
 For each exportable family: random parameters (BatchTopK/Matryoshka with a set inference
 threshold), input scale s = 3.7 folded in by csae_jax.export.export_saelens; SAELens loads the
 directory with SAE.load_from_disk and encodes/decodes the same raw activations. Prints the max
 relative error of codes and reconstructions per family and exits non-zero above 1e-5.
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from csae_jax import export, models  # noqa: E402
+from csae_jax import export, models
+
+_SAELENS_PYTHON = flags.DEFINE_string(
+    "saelens_python", None, "Python of an environment with sae-lens and torch installed.")
+flags.mark_flags_as_required(["saelens_python"])
 
 D, N, S = 32, 96, 3.7
 OPTIONS = {"relu": {}, "pannealing": {}, "topk": {"k": 8}, "jumprelu": {}, "gated": {},
@@ -44,10 +48,8 @@ print(json.dumps(out))
 """
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--saelens_python", required=True)
-  a = ap.parse_args()
+def main(argv):
+  del argv
   rng = np.random.default_rng(0)
   x_raw = (S * rng.normal(size=(64, D))).astype(np.float32)
   tmp = tempfile.mkdtemp(prefix="saelens_interop_")
@@ -66,7 +68,7 @@ def main():
     codes = np.asarray(model.encode(pf, sf, jnp.asarray(x_raw)))
     ours[name] = (codes, np.asarray(model.decode(pf, jnp.asarray(codes))))
     paths[name] = path
-  res = subprocess.run([a.saelens_python, "-c", SAELENS_SIDE, json.dumps(paths)],
+  res = subprocess.run([_SAELENS_PYTHON.value, "-c", SAELENS_SIDE, json.dumps(paths)],
                        capture_output=True, text=True)
   if res.returncode:
     sys.exit(res.stderr[-4000:])
@@ -86,4 +88,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -368,7 +368,7 @@ def load_run(workdir, step: int | None = None, with_opt_state: bool = False) -> 
   run_dir = ckpt_lib.RunDir(workdir)
   if not run_dir.config.exists():
     raise FileNotFoundError(f"{run_dir.root} holds no run (no config.json); train one with "
-                            "launch/train.py --workdir=...")
+                            "python -m launch.train --workdir=...")
   config = cfg_lib.from_json(run_dir.config.read_text())
   model = build_model(config.model, config.steps)
   mngr = ckpt_lib.manager(run_dir, config.keep, read_only=True)

@@ -1,4 +1,4 @@
-"""A real SIGKILL midway through launch/extract.py, then resume: equals an uninterrupted run."""
+"""A real SIGKILL midway through `python -m launch.extract`, then resume: equals an uninterrupted run."""
 import json
 import os
 import signal
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_sigkill_midway_then_resume_equals_uninterrupted(tiny_dirs, hooked, tmp_path):
   out = str(tmp_path / "killed")
   args = dict(batch_size=2, chunk_tokens=40)
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "extract.py"),
+  cmd = [sys.executable, "-m", "launch.extract",
          f"--model={tiny_dirs['qwen3_vl']}", "--source=procedural:10", f"--out={out}",
          f"--batch_size={args['batch_size']}", f"--chunk_tokens={args['chunk_tokens']}",
          "--noprogress"]

@@ -6,21 +6,19 @@ per-device optimizer bytes and the per-device shape of the level-2 encoder matmu
 import json
 import os
 import re
-import sys
 import tempfile
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainer_helpers import load_config  # noqa: E402
-from trainer_helpers import max_rel_diff  # noqa: E402
+from trainer_helpers import load_config
+from trainer_helpers import max_rel_diff
 
-from csae_jax import trainer  # noqa: E402
-from csae_jax.models import build_model  # noqa: E402
-from csae_jax.trainer import config as cfg_lib  # noqa: E402
-from csae_jax.trainer import loop  # noqa: E402
-from csae_jax.trainer import mesh as mesh_lib  # noqa: E402
+from csae_jax import trainer
+from csae_jax.models import build_model
+from csae_jax.trainer import config as cfg_lib
+from csae_jax.trainer import loop
+from csae_jax.trainer import mesh as mesh_lib
 
 STEPS = 50
 

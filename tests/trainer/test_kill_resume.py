@@ -54,7 +54,7 @@ def _last_step(workdir) -> int:
 
 
 def _start_and_signal(workdir, at_step: int, sig):
-  """Runs launch/train.py, sends `sig` once step `at_step` is logged; (exit status, log)."""
+  """Runs `python -m launch.train`, sends `sig` once step `at_step` is logged; (exit status, log)."""
   log = workdir.parent / "log.txt"
   with open(log, "w") as f:   # a file, not a pipe: a full pipe would block the child
     proc = subprocess.Popen(_cmd(workdir), env=subprocess_env(), stdout=f, stderr=f)

@@ -1,4 +1,5 @@
-"""Shared helpers of the trainer tests: config loading and subprocess runs of launch/train.py."""
+"""Shared helpers of the trainer tests: config loading and subprocess runs of
+`python -m launch.train` (PYTHONPATH = the repository, set by subprocess_env)."""
 from __future__ import annotations
 
 import importlib.util
@@ -37,7 +38,7 @@ def subprocess_env(devices: int = 1, cache_dir: str | None = None) -> dict:
 
 
 def launch_cmd(config: str, workdir, *overrides: str) -> list[str]:
-  return [PYTHON, str(REPO / "launch" / "train.py"), f"--config={REPO / 'configs' / config}.py",
+  return [PYTHON, "-m", "launch.train", f"--config={REPO / 'configs' / config}.py",
           f"--workdir={workdir}", *overrides]
 
 

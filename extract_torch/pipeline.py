@@ -243,7 +243,6 @@ def load_hooked_model(cfg: ExtractConfig) -> HookedModel:
 def _load_model(family, cfg):
   if family.name != "generic":
     return registry.load_model(family, cfg.model, cfg.dtype, cfg.device)
-  import transformers
   for cls_name in ("AutoModelForImageTextToText", "AutoModel"):
     try:
       return registry.load_model(dataclasses.replace(family, model_class=cls_name), cfg.model,
@@ -326,35 +325,23 @@ class ExtractResult:
   finalize_seconds: float = 0.0
 
 
-def extract(cfg: ExtractConfig, source: Source, positions=None, hooked: HookedModel | None = None,
-            backbone=None, sampler_info: dict | None = None) -> ExtractResult:
-  """Extract one shard (the whole list when num_shards == 1) into its store.
-
-  positions: source positions to extract, in order (a sampler's output); default all.
-  hooked/backbone: already loaded models (tests and benches reuse them).
-  """
+def _shard_positions(cfg: ExtractConfig, source: Source, positions):
+  """(all positions, this shard's positions, shard range [lo, hi)) after validating them."""
   from extract_torch import samplers
-  cfg.validate()
-  t_start = time.perf_counter()
   positions = np.arange(len(source), dtype=np.int64) if positions is None else \
       np.asarray(positions, np.int64)
   if positions.ndim != 1 or (positions.size and (positions.min() < 0 or
                                                   positions.max() >= len(source))):
     raise ExtractionError(f"positions must be 1-D indices into the source of {len(source)} images")
   lo, hi = samplers.shard_range(len(positions), cfg.batch_size, cfg.shard_index, cfg.num_shards)
-  mine = positions[lo:hi]
-  out = shard_path(cfg.out, cfg.shard_index, cfg.num_shards)
-  if os.path.exists(out) and not cfg.overwrite:
-    raise store_lib.StoreError(f"{out} already exists; pass --overwrite to replace it")
+  return positions, positions[lo:hi], lo, hi
 
-  hooked = hooked or load_hooked_model(cfg)
-  if backbone is None and cfg.embedding_backbone:
-    from extract_torch.embeddings import make_backbone
-    backbone = make_backbone(cfg.embedding_backbone, cfg.device)
-  # probe: checks the hook (rank, stage) and gives d before anything is written
-  probe, _, _ = hooked([Image.new("RGB", (64, 64), (127, 127, 127))])
-  d = int(probe.shape[1])
 
+def _open_writer(cfg: ExtractConfig, source: Source, out: str, hooked: HookedModel, backbone,
+                 d: int, positions: np.ndarray, shard_range: tuple[int, int],
+                 sampler_info: dict | None) -> store_lib.StoreWriter:
+  """The store writer with the run's fingerprint (must match on resume) and manifest extras."""
+  lo, hi = shard_range
   store_dtype = cfg.store_dtype or cfg.dtype
   positions_sha = hashlib.sha256(positions.tobytes()).hexdigest()[:16]
   fingerprint = {"model": os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
@@ -370,21 +357,21 @@ def extract(cfg: ExtractConfig, source: Source, positions=None, hooked: HookedMo
            "num_source_positions": int(len(positions)),
            "shard": {"index": cfg.shard_index, "count": cfg.num_shards, "positions": [lo, hi]}}
   import transformers
-  writer = store_lib.StoreWriter(
+  return store_lib.StoreWriter(
       out, d=d, dtype=store_dtype, chunk_tokens=cfg.chunk_tokens, model=cfg.model,
       hooked_module=hooked.module_path, split=cfg.split, label_names=source.label_names,
       embedding_dim=getattr(backbone, "dim", None), embedding_backbone=getattr(backbone, "name", None),
       manifest_extra=extra, fingerprint=fingerprint, overwrite=cfg.overwrite, resume=cfg.resume,
       versions={"torch": torch.__version__, "transformers": transformers.__version__})
-  if writer.done:     # a previous run finished writing; only the rename was missing
-    path = writer.finalize()
-    st = store_lib.ActivationStore.open(path)
-    return ExtractResult(path, st.num_images, st.num_tokens, st.manifest["skipped_images"],
-                         time.perf_counter() - t_start, 0.0, 0.0, 0.0, len(mine))
-  start = writer.resume_cursor
-  if start % cfg.batch_size and start != len(mine):
-    raise store_lib.StoreError(f"resume position {start} is not a batch boundary of batch_size "
-                               f"{cfg.batch_size}; was the batch size changed?")
+
+
+def _stream(cfg: ExtractConfig, source: Source, mine: np.ndarray, start: int,
+            hooked: HookedModel, backbone, d: int, writer: store_lib.StoreWriter):
+  """Forward passes over mine[start:] into the writer, images loaded by a background thread.
+
+  Returns (finalized store path, compute seconds). On any error the partial store is kept (the
+  next run resumes it).
+  """
   progress = Progress(len(mine), start, cfg.progress)
   q: queue.Queue = queue.Queue(maxsize=2)
   stop = threading.Event()
@@ -419,6 +406,44 @@ def extract(cfg: ExtractConfig, source: Source, positions=None, hooked: HookedMo
     raise
   finally:
     progress.close()
+  return path, compute
+
+
+def extract(cfg: ExtractConfig, source: Source, positions=None, hooked: HookedModel | None = None,
+            backbone=None, sampler_info: dict | None = None) -> ExtractResult:
+  """Extract one shard (the whole list when num_shards == 1) into its store.
+
+  positions: source positions to extract, in order (a sampler's output); default all.
+  hooked/backbone: already loaded models (tests and benches reuse them).
+  Phases: shard the positions -> load the models and probe d -> open (or resume) the writer ->
+  stream the batches -> report.
+  """
+  cfg.validate()
+  t_start = time.perf_counter()
+  positions, mine, lo, hi = _shard_positions(cfg, source, positions)
+  out = shard_path(cfg.out, cfg.shard_index, cfg.num_shards)
+  if os.path.exists(out) and not cfg.overwrite:
+    raise store_lib.StoreError(f"{out} already exists; pass --overwrite to replace it")
+
+  hooked = hooked or load_hooked_model(cfg)
+  if backbone is None and cfg.embedding_backbone:
+    from extract_torch.embeddings import make_backbone
+    backbone = make_backbone(cfg.embedding_backbone, cfg.device)
+  # probe: checks the hook (rank, stage) and gives d before anything is written
+  probe, _, _ = hooked([Image.new("RGB", (64, 64), (127, 127, 127))])
+  d = int(probe.shape[1])
+
+  writer = _open_writer(cfg, source, out, hooked, backbone, d, positions, (lo, hi), sampler_info)
+  if writer.done:     # a previous run finished writing; only the rename was missing
+    path = writer.finalize()
+    st = store_lib.ActivationStore.open(path)
+    return ExtractResult(path, st.num_images, st.num_tokens, st.manifest["skipped_images"],
+                         time.perf_counter() - t_start, 0.0, 0.0, 0.0, len(mine))
+  start = writer.resume_cursor
+  if start % cfg.batch_size and start != len(mine):
+    raise store_lib.StoreError(f"resume position {start} is not a batch boundary of batch_size "
+                               f"{cfg.batch_size}; was the batch size changed?")
+  path, compute = _stream(cfg, source, mine, start, hooked, backbone, d, writer)
   st = store_lib.ActivationStore.open(path)
   return ExtractResult(path, st.num_images, st.num_tokens, st.manifest["skipped_images"],
                        time.perf_counter() - t_start, compute, writer.blocked_seconds,

@@ -193,9 +193,36 @@ def _check_run_dir(run_dir: ckpt_lib.RunDir, plain: dict, overwrite: bool) -> No
 
 
 # ----------------------------------------------------------------------------- train
-def train(config, workdir) -> TrainResult:
-  """Trains (or resumes) the run in `workdir`; see csae_jax/trainer/config.py for the keys."""
-  t_start = time.time()
+@dataclasses.dataclass
+class _Setup:
+  """What train() decides before touching the checkpoints (phase 1)."""
+  config: ml_collections.ConfigDict
+  plain: dict
+  run_dir: ckpt_lib.RunDir
+  primary: bool
+  model: Model
+  source: Any
+  mesh: jax.sharding.Mesh
+  optimizer: Any
+  schedule: Any
+  abstract: Any
+  layout: mesh_lib.Layout
+  rule: data_lib.BatchRule
+  rng: np.ndarray
+
+
+def _devices(config) -> list:
+  devices = jax.devices()
+  if config.mesh.num_devices != -1:
+    if config.mesh.num_devices > len(devices):
+      raise ValueError(f"config.mesh.num_devices={config.mesh.num_devices} but only "
+                       f"{len(devices)} devices exist")
+    devices = devices[:config.mesh.num_devices]
+  return devices
+
+
+def _setup(config, workdir) -> _Setup:
+  """Phase 1: validate the config and the workdir, open the data, lay the state out on the mesh."""
   config = cfg_lib.complete(config)
   cfg_lib.validate(config)
   multihost.initialize_from_config(config)
@@ -207,13 +234,7 @@ def train(config, workdir) -> TrainResult:
 
   model = build_model(config.model, config.steps)
   source = data_lib.open_source(config.data, model.d)      # integrity and shape errors raise here
-  devices = jax.devices()
-  if config.mesh.num_devices != -1:
-    if config.mesh.num_devices > len(devices):
-      raise ValueError(f"config.mesh.num_devices={config.mesh.num_devices} but only "
-                       f"{len(devices)} devices exist")
-    devices = devices[:config.mesh.num_devices]
-  mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model, devices)
+  mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model, _devices(config))
   if config.batch_size % mesh.shape["data"]:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the data axis "
                      f"of the mesh ({mesh.shape['data']} devices)")
@@ -222,67 +243,78 @@ def train(config, workdir) -> TrainResult:
   layout = mesh_lib.state_layout(mesh, abstract, bool(config.mesh.shard_opt_state))
   rule = data_lib.BatchRule(source.num_tokens, config.batch_size, config.seed)
   rng = np.asarray(jax.random.key_data(jax.random.PRNGKey(config.seed)))
+  return _Setup(config, plain, run_dir, primary, model, source, mesh, optimizer, schedule,
+                abstract, layout, rule, rng)
 
-  if primary:
-    ckpt_lib.write_json_atomic(run_dir.config, plain)
-  _barrier("csae_trainer_wrote_config")
-  mngr = ckpt_lib.manager(run_dir, config.keep)
+
+def _restore_or_init(s: _Setup, mngr) -> tuple[Any, float, int]:
+  """Phase 2: (train state, input scale, first step) of the latest checkpoint, or of a new run.
+
+  A new run's input scale comes from the config or is estimated from the data (SPEC 1); its
+  state is initialised from config.seed and the first batch.
+  """
+  config = s.config
   latest = mngr.latest_step()
   if latest is not None:
-    target = {"train_state": _with_shardings(abstract, layout.state),
-              "rng": jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=layout.replicated)}
+    target = {"train_state": _with_shardings(s.abstract, s.layout.state),
+              "rng": jax.ShapeDtypeStruct(s.rng.shape, s.rng.dtype, sharding=s.layout.replicated)}
     restored, meta = ckpt_lib.restore(mngr, latest, target)
     ts = restored["train_state"]
-    input_scale = float(meta["input_scale"])
     start = int(_host(ts.step))
-    logging.info("resuming %s from step %d", run_dir.root, start)
+    logging.info("resuming %s from step %d", s.run_dir.root, start)
+    return ts, float(meta["input_scale"]), start
+  if config.data.input_scale is not None:
+    input_scale = float(config.data.input_scale)
   else:
-    if config.data.input_scale is not None:
-      input_scale = float(config.data.input_scale)
-    else:
-      input_scale = data_lib.estimate_scale(source, config.seed, config.batch_size,
-                                            config.data.scale_batches,
-                                            config.data.scale_max_tokens)
-    x0 = source.read_rows(rule.indices(0)) / np.float32(input_scale)
-    init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    local = jax.jit(lambda k, x: step_lib.init_train_state(model, optimizer, k, x))(init_key, x0)
-    ts = _to_global(jax.device_get(local), layout.state)
-    start = 0
-    logging.info("new run in %s: input scale %.6g from %s", run_dir.root, input_scale,
-                 source.description)
-  meta = {"input_scale": input_scale, "config": plain, "data": source.description,
-          "num_tokens": source.num_tokens, "process_count": jax.process_count(),
-          "mesh": dict(mesh.shape)}
+    input_scale = data_lib.estimate_scale(s.source, config.seed, config.batch_size,
+                                          config.data.scale_batches, config.data.scale_max_tokens)
+  x0 = s.source.read_rows(s.rule.indices(0)) / np.float32(input_scale)
+  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+  local = jax.jit(lambda k, x: step_lib.init_train_state(s.model, s.optimizer, k, x))(init_key, x0)
+  ts = _to_global(jax.device_get(local), s.layout.state)
+  logging.info("new run in %s: input scale %.6g from %s", s.run_dir.root, input_scale,
+               s.source.description)
+  return ts, input_scale, 0
 
-  resident = bool(config.data.device_resident)
-  step_fn = make_step(model, optimizer, schedule, input_scale, layout,
-                      bool(config.mesh.split_level2), resident)
-  if resident:
-    tokens_on_devices = data_lib.device_tokens(source, layout.replicated,
-                                               int(config.data.device_max_bytes))
-    gather_step = step_fn
 
-    def step_fn(ts, idx):
-      return gather_step(ts, tokens_on_devices, idx)
-  writer = metrics_lib.MetricWriter(run_dir.metrics, run_dir.tensorboard, start, enabled=primary)
-  progress = metrics_lib.Progress(config.steps, start, config.batch_size, config.progress,
-                                  enabled=primary)
-  batches = data_lib.Batches(source, rule, layout.batch_indices if resident else layout.batch,
-                             start, config.steps, config.data.prefetch, indices_only=resident)
-  last_metrics: dict[str, float] = {}
-  saved: list[int] = []
-  preempted = False
-  pending = None
-  t_log, step_log = time.time(), start
+def _step_function(s: _Setup, input_scale: float):
+  """Phase 3: the compiled step as fn(train state, batch) -> (train state, metrics).
 
-  def check(pending):
+  With config.data.device_resident the tokens are copied to every device once and the batch is
+  the int32 indices of its rows.
+  """
+  resident = bool(s.config.data.device_resident)
+  compiled = make_step(s.model, s.optimizer, s.schedule, input_scale, s.layout,
+                       bool(s.config.mesh.split_level2), resident)
+  if not resident:
+    return compiled
+  tokens_on_devices = data_lib.device_tokens(s.source, s.layout.replicated,
+                                             int(s.config.data.device_max_bytes))
+
+  def gather_step(ts, idx):
+    return compiled(ts, tokens_on_devices, idx)
+  return gather_step
+
+
+class _Checkpoints:
+  """Phase 4, the loop's guards: the finiteness check and the checkpoint writes (`saved`)."""
+
+  def __init__(self, s: _Setup, mngr, meta: dict):
+    self.s = s
+    self.mngr = mngr
+    self.meta = meta
+    self.saved: list[int] = []
+
+  def check(self, pending) -> None:
+    """Raises TrainingDiverged (and writes diverged.json) if step `pending` lost finiteness."""
     step_done, m = pending
     loss = float(_host(m["loss"]))
     if np.isfinite(loss) and np.isfinite(float(_host(m["grad_norm"]))):
       return
-    good = mngr.latest_step()
+    run_dir = self.s.run_dir
+    good = self.mngr.latest_step()
     vals = {k: float(_host(v)) for k, v in m.items()}
-    if primary:
+    if self.s.primary:
       ckpt_lib.write_json_atomic(run_dir.root / "diverged.json",
                                  {"step": step_done, "metrics": {k: str(v) for k, v in vals.items()},
                                   "last_good_checkpoint": good})
@@ -294,31 +326,50 @@ def train(config, workdir) -> TrainResult:
         + f"). Stopped; {kept}. Lower config.lr, check the data (non-finite or extreme "
         "activations), or the input scale.")
 
-  def save(step, ts):
+  def save(self, step: int, ts) -> None:
     if not bool(_host(_all_finite(ts.params))):   # never checkpoint a state that overflowed
       raise TrainingDiverged(
           f"the parameters after step {step} hold NaN/Inf although the loss was finite (an "
           f"update overflowed). Stopped without saving them; the latest checkpoint (step "
-          f"{mngr.latest_step()}) in {run_dir.checkpoints} is kept. Lower config.lr.")
-    ckpt_lib.save(mngr, step, {"train_state": ts, "rng": _to_global(rng, layout.replicated)},
-                  dict(meta, step=step))
-    saved.append(step)
+          f"{self.mngr.latest_step()}) in {self.s.run_dir.checkpoints} is kept. Lower config.lr.")
+    ckpt_lib.save(self.mngr, step,
+                  {"train_state": ts, "rng": _to_global(self.s.rng, self.s.layout.replicated)},
+                  dict(self.meta, step=step))
+    self.saved.append(step)
 
-  step = start
+
+def _run_steps(s: _Setup, ts, start: int, step_fn, ckpts: _Checkpoints):
+  """Phase 5, the loop: steps start..config.steps with logging, checkpoints and preemption.
+
+  Finiteness is checked one step behind (the device queue stays full), and at every log or
+  checkpoint step. Returns (train state, last logged metrics, preempted).
+  """
+  config, primary = s.config, s.primary
+  resident = bool(config.data.device_resident)
+  writer = metrics_lib.MetricWriter(s.run_dir.metrics, s.run_dir.tensorboard, start,
+                                    enabled=primary)
+  progress = metrics_lib.Progress(config.steps, start, config.batch_size, config.progress,
+                                  enabled=primary)
+  batches = data_lib.Batches(s.source, s.rule,
+                             s.layout.batch_indices if resident else s.layout.batch,
+                             start, config.steps, config.data.prefetch, indices_only=resident)
+  last_metrics: dict[str, float] = {}
+  preempted = False
+  pending = None
+  t_log, step_log = time.time(), start
   try:
     with _Preemption() as preemption:
       for step in range(start, config.steps):
-        x = batches.get(step)
-        ts, m = step_fn(ts, x)
+        ts, m = step_fn(ts, batches.get(step))
         if pending is not None:
-          check(pending)          # one step behind, so the device queue stays full
+          ckpts.check(pending)    # one step behind, so the device queue stays full
         pending = (step + 1, m)
         done = step + 1
         stop = preemption.check(done)
         log_now = done % config.log_every == 0 or done == config.steps
         save_now = done % config.checkpoint_every == 0 or done == config.steps or stop
         if log_now or save_now:
-          check(pending)
+          ckpts.check(pending)
         if log_now:
           vals = {k: float(_host(v)) for k, v in m.items()}
           dt = time.time() - t_log
@@ -331,25 +382,32 @@ def train(config, workdir) -> TrainResult:
         elif primary and progress.interactive:
           progress.update(done)
         if save_now:
-          save(done, ts)
+          ckpts.save(done, ts)
         if stop:
           preempted = True
           logging.warning("stopped at step %d on request; checkpoint saved", done)
           break
       if pending is not None:
-        check(pending)
+        ckpts.check(pending)
   finally:
     batches.close()
-    mngr.wait_until_finished()
+    ckpts.mngr.wait_until_finished()
     writer.close()
     progress.close()
+  return ts, last_metrics, preempted
+
+
+def _finish(s: _Setup, ckpts: _Checkpoints, ts, start: int, input_scale: float,
+            last_metrics: dict, preempted: bool, t_start: float) -> TrainResult:
+  """Phase 6: the final checkpoint and run_info.json (unless preempted), then the report."""
+  mngr = ckpts.mngr
   final_step = int(_host(ts.step))
   if not preempted and mngr.latest_step() != final_step:
-    save(final_step, ts)
+    ckpts.save(final_step, ts)
     mngr.wait_until_finished()
-  if primary and not preempted:
-    ckpt_lib.write_json_atomic(run_dir.run_info, {
-        "finished": final_step >= config.steps, "step": final_step, "input_scale": input_scale,
+  if s.primary and not preempted:
+    ckpt_lib.write_json_atomic(s.run_dir.run_info, {
+        "finished": final_step >= s.config.steps, "step": final_step, "input_scale": input_scale,
         "elapsed_s": time.time() - t_start})
   mngr.close()
   memory = {"params": mesh_lib.per_device_bytes(ts.params),
@@ -357,9 +415,31 @@ def train(config, workdir) -> TrainResult:
             "params_global": mesh_lib.global_bytes(ts.params),
             "opt_state_global": mesh_lib.global_bytes(ts.opt_state)}
   elapsed = time.time() - t_start
-  tok = (final_step - start) * config.batch_size / max(elapsed, 1e-9)
-  return TrainResult(str(run_dir.root), final_step, last_metrics, input_scale, preempted,
-                     elapsed, tok, saved, memory)
+  tok = (final_step - start) * s.config.batch_size / max(elapsed, 1e-9)
+  return TrainResult(str(s.run_dir.root), final_step, last_metrics, input_scale, preempted,
+                     elapsed, tok, ckpts.saved, memory)
+
+
+def train(config, workdir) -> TrainResult:
+  """Trains (or resumes) the run in `workdir`; see csae_jax/trainer/config.py for the keys.
+
+  Phases: set up (config, workdir, data, mesh) -> restore or initialise -> compile the step ->
+  run the steps (checks, logs, checkpoints, preemption) -> final checkpoint and report.
+  """
+  t_start = time.time()
+  s = _setup(config, workdir)
+  if s.primary:
+    ckpt_lib.write_json_atomic(s.run_dir.config, s.plain)
+  _barrier("csae_trainer_wrote_config")
+  mngr = ckpt_lib.manager(s.run_dir, s.config.keep)
+  ts, input_scale, start = _restore_or_init(s, mngr)
+  meta = {"input_scale": input_scale, "config": s.plain, "data": s.source.description,
+          "num_tokens": s.source.num_tokens, "process_count": jax.process_count(),
+          "mesh": dict(s.mesh.shape)}
+  ckpts = _Checkpoints(s, mngr, meta)
+  step_fn = _step_function(s, input_scale)
+  ts, last_metrics, preempted = _run_steps(s, ts, start, step_fn, ckpts)
+  return _finish(s, ckpts, ts, start, input_scale, last_metrics, preempted, t_start)
 
 
 # ----------------------------------------------------------------------------- load

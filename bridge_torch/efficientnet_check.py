@@ -165,7 +165,7 @@ def steered_probs(model, hook, images, atoms, value):
     hook.clear()
 
 
-def run_check(cfg: CheckConfig = CheckConfig(), out_dir=None, model=None, data=None, log=print):
+def run_check(cfg: CheckConfig | None = None, out_dir=None, model=None, data=None, log=print):
   """Per-cluster changes of P(classes(A)) under the cluster clamp and under a control clamp.
 
   The control clamps as many random alive atoms from outside A (seeded) to the same value, so a
@@ -176,6 +176,7 @@ def run_check(cfg: CheckConfig = CheckConfig(), out_dir=None, model=None, data=N
   from bridge_torch import sae as tsae
   from bridge_torch import steering
 
+  cfg = CheckConfig() if cfg is None else cfg
   t0 = time.time()
   model = model or load_efficientnet()
   train_x, train_src, held_x, held_src = data if data is not None else make_images(cfg)

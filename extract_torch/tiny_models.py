@@ -95,7 +95,7 @@ def _save(model, processor, out_dir: str, family: str, info: dict) -> str:
 
 def _build_qwen3_vl(out_dir: str, width: int = 32) -> str:
   from transformers import (Qwen2VLImageProcessorPil, Qwen3VLConfig,
-                            Qwen3VLForConditionalGeneration, Qwen3VLProcessor)
+                            Qwen3VLForConditionalGeneration)
   tok = tiny_tokenizer(
       {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "[UNK]"},
       {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",

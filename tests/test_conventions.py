@@ -1,7 +1,6 @@
 """Shared conventions (SPEC section 1)."""
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -15,7 +15,7 @@ A family is a module with:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -144,6 +144,3 @@ def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):
   if "threshold" in st:
     st["threshold"] = jnp.where(st["threshold"] > 0, st["threshold"] * s, st["threshold"])
   return p, st
-
-
-Any = Any

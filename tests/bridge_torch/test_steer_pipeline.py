@@ -115,7 +115,7 @@ def test_steer_launch_end_to_end(tmp_path):
   for r in caps:
     assert r["judged"] == str(judge.judge([r["caption"]], Concept.from_label(r["concept"]))[0])
     per_unit.setdefault(r["unit"], []).append(r)
-  for unit, rows in per_unit.items():
+  for rows in per_unit.values():
     n_sup = sum(1 for r in rows if r["direction"] == "suppress" and r["arm"] == "cluster")
     assert len(rows) == 3 + 4 * (3 + n_sup)    # baseline inserts + 4 arms x (insert + suppress)
   base_caps = {(r["unit"], r["image_id"]): r["caption"] for r in caps if r["arm"] == "baseline"}

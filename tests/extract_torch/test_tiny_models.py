@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-import torch
 import transformers
 
 from extract_torch import registry, tiny_models

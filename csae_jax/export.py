@@ -18,7 +18,7 @@ Layout of every level: W_enc (d, n), b_enc (n,), W_dec (n, d) whose row j is ato
 SAELens format (a directory): cfg.json + sae_weights.safetensors with SAELens's names and
 orientation (W_enc [d_in, d_sae], W_dec [d_sae, d_in]); architectures "standard" (ReLU,
 P-annealing), "topk", "jumprelu" (JumpReLU, and BatchTopK / Matryoshka at inference, as SAELens
-saves them: a per-latent threshold), "gated".
+saves them: a per-latent threshold), "gated"; each family declares its form (SPEC.saelens).
 
 This module imports no torch; JAX is imported only by the functions that build JAX models.
 """
@@ -45,13 +45,17 @@ WEIGHTS_FILE = "weights.safetensors"
 SAELENS_CFG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 
-# families whose encoder centres the input on b_dec (SAELens: apply_b_dec_to_input)
-_CENTRED = {"relu", "pannealing", "topk", "batchtopk", "matryoshka", "gated", "stacked"}
 SAELENS_FORMAT_VERSION = "6.0.0"   # the cfg.json layout written (checked with sae-lens 6.54)
-SAELENS_ARCHITECTURE = {"relu": "standard", "pannealing": "standard", "topk": "topk",
-                        "batchtopk": "jumprelu", "matryoshka": "jumprelu", "jumprelu": "jumprelu",
-                        "gated": "gated"}
 
+
+def __getattr__(name):
+  # SAELENS_ARCHITECTURE {family: SAELens architecture}, read from the families' SPECs on first
+  # use so that importing this module (the PyTorch bridge does) does not import JAX.
+  if name == "SAELENS_ARCHITECTURE":
+    from csae_jax import families
+    return {n: families.spec(n).saelens_architecture for n in families.names()
+            if families.spec(n).saelens is not None}
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 class ExportError(ValueError):
   """A malformed, mismatched or corrupted export."""
@@ -318,31 +322,29 @@ def jax_tree(tree):
 
 
 # ----------------------------------------------------------------------------- SAELens format
+def _saelens_level(family: str, cfg, params, state):
+  """(architecture, SAELensLevel) of one flat level: the family's declared conversion."""
+  from csae_jax import families
+  spec = families.spec(family)
+  if spec.saelens is None:
+    exportable = [n for n in families.names() if families.spec(n).saelens is not None]
+    raise ExportError(f"family {family!r} has no SAELens architecture; exportable families: "
+                      f"{sorted(exportable)} (use the native export for {family!r})")
+  try:
+    return spec.saelens_architecture, spec.saelens(cfg, params, state)
+  except ValueError as e:
+    raise ExportError(f"{family}: {e}") from None
+
+
 def saelens_tensors(family: str, cfg, params, state) -> tuple[str, dict[str, np.ndarray], dict]:
   """(architecture, tensors, extra cfg fields) in SAELens's names for one flat level."""
-  if family not in SAELENS_ARCHITECTURE:
-    raise ExportError(f"family {family!r} has no SAELens architecture; exportable families: "
-                      f"{sorted(SAELENS_ARCHITECTURE)} (use the native export for {family!r})")
-  arch = SAELENS_ARCHITECTURE[family]
-  p = {k: np.asarray(v, np.float32) for k, v in dict(params).items()}
-  out = {"W_enc": p["W_enc"], "W_dec": p["W_dec"], "b_dec": p["b_dec"]}
-  extra: dict[str, Any] = {}
-  if family == "gated":
-    out.update(b_gate=p["b_gate"], r_mag=p["r_mag"], b_mag=p["b_mag"])
-  else:
-    out["b_enc"] = p["b_enc"]
-  if family == "topk":
-    extra.update(k=int(cfg.k), rescale_acts_by_decoder_norm=False)
-  elif family in ("batchtopk", "matryoshka"):
-    theta = float(np.asarray(state["threshold"]))
-    if theta < 0:
-      raise ExportError(f"{family}: the inference threshold was never set (it is set after "
-                        f"step {cfg.threshold_start} of training); SAELens's JumpReLU form "
-                        "needs it")
-    out["threshold"] = np.full((cfg.n,), theta, np.float32)
-  elif family == "jumprelu":
-    out["threshold"] = np.exp(p["log_threshold"]).astype(np.float32)
-  return arch, out, extra
+  arch, level = _saelens_level(family, cfg, params, state)
+  return arch, level.tensors, level.cfg
+
+
+def _centred(family: str) -> bool:
+  from csae_jax import families
+  return families.spec(family).centred
 
 
 def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
@@ -365,13 +367,13 @@ def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
     if level not in (None, 1):
       raise ValueError(f"{model.name!r} is flat; level must be None or 1, got {level!r}")
     family, cfg, p, st = levels[0]
-  arch, tensors, extra = saelens_tensors(family, cfg, p, st)
+  arch, converted = _saelens_level(family, cfg, p, st)
+  tensors, extra = converted.tensors, converted.cfg
   _check_finite(tensors, "SAELens export")
   metadata = {"model_name": model_name, "hook_name": hook_name, "hook_head_index": None,
               "prepend_bos": False, "exported_by": "csae_jax", "source_family": family,
               "input_scale_folded": s if (level in (None, 1)) else 1.0}
-  if family == "matryoshka":
-    metadata["matryoshka_widths"] = [int(w) for w in np.cumsum(cfg.group_sizes)]
+  metadata.update(converted.metadata)
   if model.is_cascade:
     metadata["cascade_level"] = level
     if level > 1:
@@ -381,7 +383,7 @@ def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
   # pre-6.0 config (and fails on hook_name = null).
   metadata["sae_lens_version"] = SAELENS_FORMAT_VERSION
   cfg_json = {"architecture": arch, "d_in": int(cfg.d), "d_sae": int(cfg.n), "dtype": "float32",
-              "device": "cpu", "apply_b_dec_to_input": family in _CENTRED,
+              "device": "cpu", "apply_b_dec_to_input": _centred(family),
               "normalize_activations": "none", "reshape_activations": "none",
               "metadata": metadata, **extra}
   # Older SAELens (< 6) read these at top level; newer ones ignore them. Only when known.

@@ -1,6 +1,11 @@
-"""Registry of SAE families keyed by name (SPEC section 2); see base.py for the contract."""
+"""Registry of SAE families keyed by name (SPEC section 2); see base.py for the contract.
+
+Each family module declares its facts in `SPEC` (base.FamilySpec); code elsewhere reads them
+(`spec(name)`, `names(...)`) instead of comparing family names. docs/families.md has the contract.
+"""
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
 from csae_jax.families import base
@@ -13,13 +18,14 @@ from csae_jax.families import relu
 from csae_jax.families import stacked
 from csae_jax.families import topk
 
+# In the order of the paper's Table 1 (tables and the experiment grid list families this way).
 FAMILIES: dict[str, ModuleType] = {
-    "relu": relu,
-    "topk": topk,
     "batchtopk": batchtopk,
-    "jumprelu": jumprelu,
-    "gated": gated,
+    "topk": topk,
+    "relu": relu,
     "pannealing": pannealing,
+    "gated": gated,
+    "jumprelu": jumprelu,
     "matryoshka": matryoshka,
     "stacked": stacked,
 }
@@ -33,10 +39,23 @@ def get_family(name: str) -> ModuleType:
                      f"{', '.join(sorted(FAMILIES))}") from None
 
 
+def spec(name: str) -> base.FamilySpec:
+  """The declared facts of a family (raises with the known names for an unknown one)."""
+  return get_family(name).SPEC
+
+
+def names(**where) -> tuple[str, ...]:
+  """Registered family names whose SPEC has every given attribute value, in registry order.
+
+  names(hierarchy="flat") are the families that need a post-hoc pair to form two levels.
+  """
+  return tuple(n for n, fam in FAMILIES.items()
+               if all(getattr(fam.SPEC, k) == v for k, v in where.items()))
+
+
 def make_config(name: str, **fields):
   """Build and validate a family's Config; unknown field names raise with the valid ones."""
   fam = get_family(name)
-  import dataclasses
   known = {f.name for f in dataclasses.fields(fam.Config)}
   unknown = sorted(set(fields) - known)
   if unknown:
@@ -49,4 +68,4 @@ def make_config(name: str, **fields):
   return cfg
 
 
-__all__ = ["FAMILIES", "get_family", "make_config", "base"]
+__all__ = ["FAMILIES", "get_family", "make_config", "names", "spec", "base"]

@@ -9,16 +9,19 @@ A family is a module with:
   loss(params, state, x, cfg, *, step, row_mask=None, target=None) -> (scalar, LossOutput)
   dense_activation(params, x, cfg) -> (B, n) ReLU of the pre-activation (parents, steering)
   fold_scale(params, state, s, cfg) -> (params, state) for raw activations x_raw = s * x
+  SPEC                     FamilySpec: the facts other modules read instead of comparing names
+                           (docs/families.md says why each one exists)
 `row_mask` (B,) restricts every mean to the marked rows (Level-2 dynamic masking, SPEC 3);
 `target` is what is reconstructed (defaults to x; stop-gradient variants of the cascade set it).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax import ops
@@ -144,3 +147,82 @@ def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):
   if "threshold" in st:
     st["threshold"] = jnp.where(st["threshold"] > 0, st["threshold"] * s, st["threshold"])
   return p, st
+
+
+
+# ----------------------------------------------------------------------------- declared facts
+SELECTIONS = ("dense", "row_topk", "batch_topk", "jump", "gate")
+HIERARCHIES = ("flat", "groups", "stacked")
+
+
+@dataclasses.dataclass(frozen=True)
+class Latent:
+  """Marks a parameter axis that indexes latents; `count` names the Config field giving its size."""
+  axis: int
+  count: str = "n"
+
+
+# The layout of conventions.init_tied: W_enc (d, n), b_enc (n,), W_dec (n, d), b_dec (d,).
+TIED_AXES = {"W_enc": Latent(1), "b_enc": Latent(0), "W_dec": Latent(0), "b_dec": None}
+
+
+class SAELensLevel(NamedTuple):
+  """One level in SAELens's names and orientation (csae_jax.export writes it)."""
+  tensors: dict[str, np.ndarray]     # sae_weights.safetensors
+  cfg: dict                          # extra top-level cfg.json fields (TopK's k, ...)
+  metadata: dict                     # extra cfg.json["metadata"] fields
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+  """What the rest of the package needs to know about a family, declared by the family.
+
+  name         the registry key
+  display      the name tables and plots print
+  selection    how codes are chosen from the pre-activation (SELECTIONS): "dense" (ReLU codes),
+               "row_topk" (k per token), "batch_topk" (k x rows per batch in training, a threshold
+               at inference), "jump" (learned per-latent threshold), "gate" (a separate gate path)
+  centred      the encoder reads x - b_dec (SAELens apply_b_dec_to_input)
+  latent_axes  a tree shaped like the params: Latent(axis, count) on each axis that indexes
+               latents, None on the others (the mesh splits latent axes over "model")
+  hierarchy    how the family forms two levels on its own (HIERARCHIES): "flat" (it does not;
+               pairs of flat SAEs are linked post hoc), "groups" (nested groups of one dictionary),
+               "stacked" (a second SAE on the codes of the first)
+  cascade_level  it can be a level of a cascade (its params hold one W_dec of atoms)
+  saelens_architecture  the SAELens architecture that computes the same inference codes, or None
+               (no SAELens form: the native export only)
+  saelens      (cfg, params, state) -> SAELensLevel for raw-activation params (None with no
+               architecture); raises ValueError when the params cannot be written that way
+  paper_options  options of the paper's flat baseline beyond n (and k, when k-sparse); None: the
+               paper trains no flat baseline of this family
+  """
+  name: str
+  display: str
+  selection: str
+  centred: bool
+  latent_axes: Mapping[str, Any]
+  hierarchy: str = "flat"
+  cascade_level: bool = True
+  saelens_architecture: str | None = None
+  saelens: Callable[..., SAELensLevel] | None = None
+  paper_options: Mapping[str, Any] | None = None
+
+  def __post_init__(self):
+    if self.selection not in SELECTIONS:
+      raise ValueError(f"{self.name}: selection must be one of {SELECTIONS}, got "
+                       f"{self.selection!r}")
+    if self.hierarchy not in HIERARCHIES:
+      raise ValueError(f"{self.name}: hierarchy must be one of {HIERARCHIES}, got "
+                       f"{self.hierarchy!r}")
+    if (self.saelens is None) != (self.saelens_architecture is None):
+      raise ValueError(f"{self.name}: saelens and saelens_architecture go together")
+
+  @property
+  def k_sparse(self) -> bool:
+    """Its Config has k, the number of codes kept per token (the experiments set k1 / k2)."""
+    return self.selection in ("row_topk", "batch_topk")
+
+
+def saelens_linear(params) -> dict[str, np.ndarray]:
+  """W_enc, W_dec, b_dec, b_enc as float32 NumPy: the tensors every linear-encoder family writes."""
+  return {k: np.asarray(params[k], np.float32) for k in ("W_enc", "W_dec", "b_dec", "b_enc")}

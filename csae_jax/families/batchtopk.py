@@ -9,6 +9,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax import ops
@@ -73,12 +74,16 @@ def encode(params, state, x, cfg):
                       lambda: encode_batch(params, x, cfg.k, k_hint=cfg.k)[0])
 
 
-def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
+def batch_loss(params, state, x, cfg, reconstruct, *, step=None, row_mask=None, target=None):
+  """The BatchTopK objective around a reconstruction term; Matryoshka passes its prefix sums.
+
+  reconstruct(params, f, target, row_mask, cfg) -> (recon loss, xhat, extra metrics). Selection,
+  AuxK, the dead counters and the inference-threshold EMA (SPEC 2.3) are the same for both.
+  """
   target = x if target is None else target
   k = base.annealed_k(cfg, step)
   f, z, keep = encode_batch(params, x, k, row_mask, k_hint=cfg.k)
-  xhat = decode(params, f, cfg)
-  recon = cv.recon_loss(target, xhat, row_mask)
+  recon, xhat, extra = reconstruct(params, f, target, row_mask, cfg)
   metrics = {}
   total = topk.add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
   new_state = {
@@ -89,8 +94,36 @@ def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
   metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
                  threshold=new_state["threshold"])
+  metrics.update(extra)
   return total, base.LossOutput(metrics, new_state, f)
+
+
+def _reconstruct(params, f, target, row_mask, cfg):
+  xhat = decode(params, f, cfg)
+  return cv.recon_loss(target, xhat, row_mask), xhat, {}
+
+
+def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
+  return batch_loss(params, state, x, cfg, _reconstruct, step=step, row_mask=row_mask,
+                    target=target)
 
 
 def fold_scale(params, state, s, cfg=None):
   return base.fold_linear_scale(params, state, s)
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  """SAELens has no BatchTopK at inference; its JumpReLU with theta on every latent is the same."""
+  theta = float(np.asarray(state["threshold"]))
+  if theta < 0:
+    raise ValueError(f"the inference threshold was never set (it is set after step "
+                     f"{cfg.threshold_start} of training); SAELens's JumpReLU form needs it")
+  tensors = base.saelens_linear(params)
+  tensors["threshold"] = np.full((cfg.n,), theta, np.float32)
+  return base.SAELensLevel(tensors, {}, {})
+
+
+SPEC = base.FamilySpec(
+    name="batchtopk", display="BatchTopK", selection="batch_topk", centred=True,
+    latent_axes=base.TIED_AXES, saelens_architecture="jumprelu", saelens=to_saelens,
+    paper_options={"aux_k": 512})

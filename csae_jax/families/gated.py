@@ -10,6 +10,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax.families import base
@@ -80,3 +81,16 @@ def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
 
 def fold_scale(params, state, s, cfg=None):
   return base.fold_linear_scale(params, state, s, extra_scaled=("b_gate", "b_mag"))
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  del cfg, state
+  names = ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag")
+  return base.SAELensLevel({k: np.asarray(params[k], np.float32) for k in names}, {}, {})
+
+
+SPEC = base.FamilySpec(
+    name="gated", display="Gated", selection="gate", centred=True,
+    latent_axes={"W_enc": base.Latent(1), "W_dec": base.Latent(0), "b_dec": None,
+                 "b_gate": base.Latent(0), "r_mag": base.Latent(0), "b_mag": base.Latent(0)},
+    saelens_architecture="gated", saelens=to_saelens, paper_options={})

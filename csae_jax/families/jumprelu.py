@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax.families import base
@@ -131,3 +132,17 @@ def fold_scale(params, state, s, cfg=None):
   p["b_enc"] = p["b_enc"] * s
   p["log_threshold"] = p["log_threshold"] + jnp.log(s)
   return p, dict(state)
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  del cfg, state
+  tensors = base.saelens_linear(params)
+  tensors["threshold"] = np.exp(np.asarray(params["log_threshold"], np.float32)).astype(np.float32)
+  return base.SAELensLevel(tensors, {}, {})
+
+
+SPEC = base.FamilySpec(
+    name="jumprelu", display="JumpReLU", selection="jump", centred=False,
+    latent_axes={**base.TIED_AXES, "log_threshold": base.Latent(0)},
+    saelens_architecture="jumprelu", saelens=to_saelens,
+    paper_options={})

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax.families import base
 from csae_jax.families import batchtopk
-from csae_jax.families import topk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,24 +51,26 @@ def prefix_reconstructions(params, f, group_sizes):
   return jnp.cumsum(jnp.stack(parts), axis=0) + params["b_dec"]
 
 
-def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
-  target = x if target is None else target
-  k = base.annealed_k(cfg, step)
-  f, z, keep = batchtopk.encode_batch(params, x, k, row_mask, k_hint=cfg.k)
+def _reconstruct(params, f, target, row_mask, cfg):
   recons = prefix_reconstructions(params, f, cfg.group_sizes)
   per_prefix = jnp.stack([cv.recon_loss(target, r, row_mask) for r in recons])
   recon = per_prefix.sum() if cfg.prefix_reduce == "sum" else per_prefix.mean()
-  xhat = recons[-1]
-  metrics = {}
-  total = topk.add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
-  new_state = {
-      "tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask),
-      "threshold": base.update_threshold(state["threshold"], z, keep, 0 if step is None else step,
-                                         cfg.threshold_start, cfg.threshold_decay),
-  }
-  metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
-  metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
-                 threshold=new_state["threshold"])
-  for i, v in enumerate(per_prefix):
-    metrics[f"recon_prefix{i}"] = v
-  return total, base.LossOutput(metrics, new_state, f)
+  return recon, recons[-1], {f"recon_prefix{i}": v for i, v in enumerate(per_prefix)}
+
+
+def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
+  return batchtopk.batch_loss(params, state, x, cfg, _reconstruct, step=step, row_mask=row_mask,
+                              target=target)
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  """BatchTopK's JumpReLU form; the group boundaries go in the metadata (matryoshka_widths)."""
+  level = batchtopk.to_saelens(cfg, params, state)
+  widths = [int(w) for w in np.cumsum(cfg.group_sizes)]
+  return level._replace(metadata={**level.metadata, "matryoshka_widths": widths})
+
+
+SPEC = base.FamilySpec(
+    name="matryoshka", display="Matryoshka", selection="batch_topk", centred=True,
+    latent_axes=base.TIED_AXES, hierarchy="groups",
+    saelens_architecture="jumprelu", saelens=to_saelens)

@@ -112,3 +112,10 @@ def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   metrics = base.common_metrics(target, xhat, f, new_state, cfg, row_mask)
   metrics.update(loss=total, recon=recon, sparsity=sparsity, p=p, c=c)
   return total, base.LossOutput(metrics, new_state, f)
+
+to_saelens = relu.to_saelens
+
+SPEC = base.FamilySpec(
+    name="pannealing", display="P-Annealing", selection="dense", centred=True,
+    latent_axes=base.TIED_AXES, saelens_architecture="standard", saelens=to_saelens,
+    paper_options={})

@@ -78,3 +78,13 @@ def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None
 
 def fold_scale(params, state, s, cfg=None):
   return base.fold_linear_scale(params, state, s)
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  del cfg, state
+  return base.SAELensLevel(base.saelens_linear(params), {}, {})
+
+
+SPEC = base.FamilySpec(
+    name="relu", display="ReLU", selection="dense", centred=True, latent_axes=base.TIED_AXES,
+    saelens_architecture="standard", saelens=to_saelens, paper_options={})

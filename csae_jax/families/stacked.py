@@ -101,3 +101,11 @@ def fold_scale(params, state, s, cfg=None):
   p1, _ = base.fold_linear_scale(params["sae1"], {}, s)
   p2, _ = base.fold_linear_scale(params["sae2"], {}, s)
   return {"sae1": p1, "sae2": p2}, dict(state)
+
+
+SPEC = base.FamilySpec(
+    name="stacked", display="Stacked", selection="row_topk", centred=True,
+    latent_axes={"sae1": base.TIED_AXES,
+                 "sae2": {"W_enc": base.Latent(1, "n2"), "b_enc": base.Latent(0, "n2"),
+                          "W_dec": base.Latent(0, "n2"), "b_dec": None}},
+    hierarchy="stacked", cascade_level=False)

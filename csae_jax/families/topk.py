@@ -70,3 +70,14 @@ def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
 
 def fold_scale(params, state, s, cfg=None):
   return base.fold_linear_scale(params, state, s)
+
+
+def to_saelens(cfg, params, state) -> base.SAELensLevel:
+  del state
+  return base.SAELensLevel(base.saelens_linear(params),
+                           {"k": int(cfg.k), "rescale_acts_by_decoder_norm": False}, {})
+
+
+SPEC = base.FamilySpec(
+    name="topk", display="TopK", selection="row_topk", centred=True, latent_axes=base.TIED_AXES,
+    saelens_architecture="topk", saelens=to_saelens, paper_options={"aux_k": 512})

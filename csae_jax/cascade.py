@@ -65,9 +65,8 @@ class Config:
     if len(self.levels) < 2:
       raise ValueError(f"a cascade needs at least 2 levels, got {len(self.levels)}")
     for i, lv in enumerate(self.levels):
-      get_family(lv.family)
-      if lv.family == "stacked":
-        raise ValueError(f"level {i + 1}: 'stacked' cannot be a cascade level")
+      if not get_family(lv.family).SPEC.cascade_level:
+        raise ValueError(f"level {i + 1}: {lv.family!r} cannot be a cascade level")
       lv.cfg.validate()
       if lv.cfg.d != self.d:
         raise ValueError(f"level {i + 1} has d={lv.cfg.d} but level 1 has d={self.d}; every "

@@ -79,6 +79,12 @@ class Model:
                    for p, lv in zip(params, self.cfg.levels))
     return cv.decoder_mask(params, self.cfg.constrained_decoder())
 
+  def latent_axes(self):
+    """The families' declared latent axes, shaped like the params (base.Latent or None leaves)."""
+    if self.is_cascade:
+      return tuple(get_family(lv.family).SPEC.latent_axes for lv in self.cfg.levels)
+    return get_family(self.name).SPEC.latent_axes
+
   def parent_maps(self, params):
     if not self.is_cascade:
       raise ValueError(f"parent_maps is defined for cascades; {self.name!r} is flat (use the "

@@ -27,21 +27,27 @@ import time
 import ml_collections
 from absl import logging
 
+from csae_jax import families
 from csae_jax.evaluation import evaluator as eval_lib
 from csae_jax.evaluation import recovery as recovery_lib
 from csae_jax.evaluation import sources as sources_lib
 from csae_jax.evaluation import subjects as subjects_lib
 
-TABLE_METHODS = ("batchtopk", "topk", "relu", "pannealing", "gated", "jumprelu", "matryoshka",
-                 "stacked", "csae")
-ABLATIONS = ("partial_sg", "bilateral_sg", "stacked", "hac", "spectral", "full")
-FLAT_FAMILIES = ("batchtopk", "topk", "relu", "pannealing", "gated", "jumprelu")
-K_FAMILIES = ("batchtopk", "topk", "matryoshka")
-DISPLAY = {"batchtopk": "BatchTopK", "topk": "TopK", "relu": "ReLU", "pannealing": "P-Annealing",
-           "gated": "Gated", "jumprelu": "JumpReLU", "matryoshka": "Matryoshka",
-           "stacked": "Stacked", "csae": "CSAE", "partial_sg": "Partial SG",
-           "bilateral_sg": "Bilateral SG", "hac": "HAC", "spectral": "Spectral",
-           "full": "CSAE (Full)"}
+# Every registered family is a Table-1 method (registry order = the paper's); the families read
+# their facts from FamilySpec: flat ones are trained twice (n1, n2) and linked post hoc, the
+# others (Matryoshka's groups, Stacked's second SAE) form two levels on their own.
+FLAT_FAMILIES = families.names(hierarchy="flat")
+TWO_LEVEL_FAMILIES = tuple(n for n in families.names() if n not in FLAT_FAMILIES)
+TABLE_METHODS = families.names() + ("csae",)
+# Ablation -> the run it evaluates (hac / spectral cluster the posthoc source's Level-1 atoms).
+ABLATION_RUNS = {"partial_sg": "csae_partial", "bilateral_sg": "csae_bilateral",
+                 "stacked": "stacked", "hac": None, "spectral": None, "full": "csae_full"}
+ABLATIONS = tuple(ABLATION_RUNS)
+# posthoc_source -> the run whose Level-1 atoms HAC / spectral cluster
+POSTHOC_RUNS = {"batchtopk": "batchtopk_l1", "csae": "csae_full"}
+DISPLAY = {**{n: families.spec(n).display for n in families.names()},
+           "csae": "CSAE", "partial_sg": "Partial SG", "bilateral_sg": "Bilateral SG",
+           "hac": "HAC", "spectral": "Spectral", "full": "CSAE (Full)"}
 # Ablation columns that are the same evaluation as a Table-1 method.
 ALIASES = {"full": "csae"}
 
@@ -79,8 +85,8 @@ def validate(config) -> None:
     raise ValueError(f"config.data.kind must be 'planted' or 'store', got {config.data.kind!r}")
   if config.data.kind == "store" and not config.data.path:
     raise ValueError("config.data.kind='store' needs config.data.path (the training store)")
-  if config.posthoc_source not in ("batchtopk", "csae"):
-    raise ValueError(f"config.posthoc_source must be 'batchtopk' or 'csae', got "
+  if config.posthoc_source not in POSTHOC_RUNS:
+    raise ValueError(f"config.posthoc_source must be one of {tuple(POSTHOC_RUNS)}, got "
                      f"{config.posthoc_source!r}")
   eval_options(config).validate()
 
@@ -134,7 +140,7 @@ def _family_options(config, family) -> dict:
 def _flat_model(config, family, level, d) -> dict:
   n = config.n1 if level == 1 else config.n2
   opts = dict(n=n)
-  if family in K_FAMILIES:
+  if families.spec(family).k_sparse:
     k = config.k1 if level == 1 else (config.flat_level2_k or config.k1)
     opts["k"] = int(min(k, n))
   opts.update(_family_options(config, family))
@@ -142,40 +148,33 @@ def _flat_model(config, family, level, d) -> dict:
   return {"name": family, "d": d, "options": opts}
 
 
+def _two_level_options(config, family) -> dict:
+  """Options of a family that forms both levels itself, by its SPEC.hierarchy (SPEC 2.7, 2.8)."""
+  hierarchy = families.spec(family).hierarchy
+  if hierarchy == "groups":      # one dictionary: n1 Level-1 latents, then n2 Level-2 latents
+    opts = {"n": config.n1 + config.n2, "k": config.k1, "group_sizes": [config.n1, config.n2]}
+  elif hierarchy == "on_codes":  # an n2-latent SAE on the codes of the n1-latent one
+    opts = {"n": config.n1, "k": config.k1, "n2": config.n2,
+            "k2": int(min(config.stacked_k2, config.k1 - 1 if config.k1 > 1 else 1))}
+  else:
+    raise ValueError(f"{family!r} is a flat family (hierarchy {hierarchy!r})")
+  opts.update(_family_options(config, family))
+  return opts
+
+
 def run_models(config, d: int) -> dict[str, dict]:
   """Training model configs (config.model schema of csae_jax.models) of every run needed."""
   methods, ablations = _split(config.methods), _split(config.ablations)
   need = set()
-  for m in methods:
-    if m in FLAT_FAMILIES:
-      need |= {f"{m}_l1", f"{m}_l2"}
-    elif m == "csae":
-      need.add("csae_full")
-    else:
-      need.add(m)
-  for a in ablations:
-    if a in ("hac", "spectral"):
-      need.add("batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full")
-    elif a == "full":
-      need.add("csae_full")
-    elif a == "stacked":
-      need.add("stacked")
-    else:
-      need.add("csae_" + a.split("_")[0])
+  for m in methods + ablations:
+    need.update(_runs_of(config, m))
   out = {}
   for run in sorted(need):
     if run.endswith(("_l1", "_l2")):
       fam, level = run[:-3], int(run[-1])
       out[run] = _flat_model(config, fam, level, d)
-    elif run == "matryoshka":
-      opts = {"n": config.n1 + config.n2, "k": config.k1, "group_sizes": [config.n1, config.n2]}
-      opts.update(_family_options(config, "matryoshka"))
-      out[run] = {"name": "matryoshka", "d": d, "options": opts}
-    elif run == "stacked":
-      opts = {"n": config.n1, "k": config.k1, "n2": config.n2,
-              "k2": int(min(config.stacked_k2, config.k1 - 1 if config.k1 > 1 else 1))}
-      opts.update(_family_options(config, "stacked"))
-      out[run] = {"name": "stacked", "d": d, "options": opts}
+    elif run in TWO_LEVEL_FAMILIES:
+      out[run] = {"name": run, "d": d, "options": _two_level_options(config, run)}
     else:
       mode = run.split("_")[1]
       lv1 = dict(family="batchtopk", n=config.n1, k=config.k1)
@@ -240,14 +239,10 @@ def _subject(config, method, runs):
     m1, p1, s1 = raw(runs[f"{method}_l1"])
     m2, p2, s2 = raw(runs[f"{method}_l2"])
     return subjects_lib.from_model(m1, p1, s1, model2=m2, params2=p2, state2=s2, **kw), None
-  if method in ("matryoshka", "stacked"):
-    return subjects_lib.from_model(*raw(runs[method]), **kw), None
-  if method in ("csae", "full"):
-    return subjects_lib.from_model(*raw(runs["csae_full"]), **kw), None
-  if method in ("partial_sg", "bilateral_sg"):
-    return subjects_lib.from_model(*raw(runs["csae_" + method.split("_")[0]]), **kw), None
-  src = "batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full"
-  m, p, s = raw(runs[src])
+  if method not in ("hac", "spectral"):   # one run forms both levels
+    (run,) = _runs_of(config, method)
+    return subjects_lib.from_model(*raw(runs[run]), **kw), None
+  m, p, s = raw(runs[POSTHOC_RUNS[config.posthoc_source]])
   if m.is_cascade:  # cluster the CSAE's Level-1 atoms: evaluate its Level 1 as a flat SAE
     lv1 = m.cfg.levels[0]
     from csae_jax.models import Model
@@ -382,12 +377,11 @@ def _planted_children(config, planted):
 
 
 def _runs_of(config, method) -> list[str]:
+  """The trained runs a method (or ablation) is evaluated from."""
   if method in FLAT_FAMILIES:
     return [f"{method}_l1", f"{method}_l2"]
-  if method in ("matryoshka", "stacked"):
+  if method in TWO_LEVEL_FAMILIES:
     return [method]
-  if method in ("csae", "full"):
+  if method == "csae":
     return ["csae_full"]
-  if method in ("partial_sg", "bilateral_sg"):
-    return ["csae_" + method.split("_")[0]]
-  return ["batchtopk_l1" if config.posthoc_source == "batchtopk" else "csae_full"]
+  return [ABLATION_RUNS[method] or POSTHOC_RUNS[config.posthoc_source]]

@@ -6,8 +6,10 @@ A Subject turns one evaluated method into pure functions of a token chunk:
 plus the Level-1 and Level-2 atoms (rows in R^d) and, for cascades, parent maps from parameters.
 
 Kinds: "cascade" (CSAE, N levels; parents by the Level-2 encoder), "pair" (two separate flat SAEs
-of sizes n1 and n2), "matryoshka" (two groups of one dictionary, order configurable), "stacked"
-(f1 is Level 1, f2 is Level 2), "flat" (one SAE whose parents come from clustering its atoms).
+of sizes n1 and n2), a family whose SPEC.hierarchy is "groups" (Matryoshka: two groups of one
+dictionary, order configurable) or "on_codes" (Stacked: f1 is Level 1, f2 is Level 2), with the
+family name as kind, and "flat" (one SAE whose parents come from clustering its atoms). Codes are
+chosen by the family's SPEC.selection.
 Params must be for raw activations (apply the model's fold_scale with the run's input scale first).
 """
 from __future__ import annotations
@@ -25,12 +27,12 @@ from csae_jax import cascade as cascade_lib
 from csae_jax import ops
 from csae_jax.families import batchtopk
 from csae_jax.families import get_family
+from csae_jax.families import spec as family_spec
 from csae_jax.families import topk
 from csae_jax.models import Model
 
 ENCODINGS = ("batch", "threshold")
 COACT_SOURCES = ("dense", "codes")
-BATCH_FAMILIES = ("batchtopk", "matryoshka")
 
 
 @dataclasses.dataclass
@@ -115,26 +117,27 @@ def _flat_level1(name: str, cfg, params, state, encoding: str):
   The dense activation is computed once and the codes derived from it where the family allows.
   """
   fam = get_family(name)
+  selection = fam.SPEC.selection
   k = getattr(cfg, "k", None)
 
   def fn(x, valid):
     dense = fam.dense_activation(params, x, cfg)
-    if name in BATCH_FAMILIES and encoding == "batch":
+    if selection == "batch_topk" and encoding == "batch":
       codes = batch_topk_codes(dense, cfg.k, valid, min(4 * cfg.k, cfg.n))
-    elif name in BATCH_FAMILIES:
+    elif selection == "batch_topk":
       theta = jnp.maximum(state["threshold"], 0.0)
       codes = lax.cond(state["threshold"] >= 0,
                        lambda _: dense * (dense > theta).astype(dense.dtype),
                        lambda _: batch_topk_codes(dense, cfg.k, valid, min(4 * cfg.k, cfg.n)),
                        None)
-    elif name == "topk":
+    elif selection == "row_topk":
       codes = dense * ops.row_topk_mask(dense, cfg.k).astype(dense.dtype)
-    elif name in ("relu", "pannealing"):
+    elif selection == "dense":
       codes = dense
     else:
       codes = fam.encode(params, state, x, cfg)
     codes = jnp.where(valid[:, None], codes, 0.0)
-    if k is not None and name in BATCH_FAMILIES + ("topk",):
+    if k is not None and fam.SPEC.k_sparse:
       xhat = sparse_decode(codes, params["W_dec"], params["b_dec"], min(4 * k, cfg.n))
     else:
       xhat = fam.decode(params, codes, cfg)
@@ -169,16 +172,17 @@ def from_model(model: Model, params, state, *, model2: Model | None = None, para
                    tuple(lv.cfg.n for lv in cfg.levels[1:]),
                    {"level_recon": cascade_level_metrics(params, state, cfg)})
   name, cfg = model.name, model.cfg
-  if name == "matryoshka":
-    return _matryoshka(cfg, params, state, encoding, coact_source, matryoshka_groups)
-  if name == "stacked":
-    return _stacked(cfg, params, coact_source)
+  hierarchy = family_spec(name).hierarchy
+  if hierarchy == "groups":
+    return _groups(name, cfg, params, state, encoding, coact_source, matryoshka_groups)
+  if hierarchy == "on_codes":
+    return _stacked(name, cfg, params, coact_source)
   level1 = _flat_level1(name, cfg, params, state, encoding)
   if model2 is None:
     return Subject("flat", cfg.n, None, cfg.d, level1, None, _np(params["W_dec"]), None)
   if model2.d != model.d:
     raise ValueError(f"the Level-2 SAE has d={model2.d} but the Level-1 SAE has d={model.d}")
-  if model2.is_cascade or model2.name in ("stacked", "matryoshka"):
+  if model2.is_cascade or family_spec(model2.name).hierarchy != "flat":
     raise ValueError(f"the Level-2 SAE of a flat pair must be a flat family, got {model2.name!r}")
   l2_first = _flat_level1(model2.name, model2.cfg, params2, state2, encoding)
   fam2 = get_family(model2.name)
@@ -193,7 +197,8 @@ def from_model(model: Model, params, state, *, model2: Model | None = None, para
                  _np(params2["W_dec"]))
 
 
-def _matryoshka(cfg, params, state, encoding, coact_source, groups):
+def _groups(name, cfg, params, state, encoding, coact_source, groups):
+  """Two groups of one nested dictionary (Matryoshka) as Level 1 and Level 2."""
   sizes = cfg.group_sizes
   if len(sizes) < 2:
     raise ValueError(f"Matryoshka needs two groups to form two levels, got group_sizes={sizes}")
@@ -206,7 +211,7 @@ def _matryoshka(cfg, params, state, encoding, coact_source, groups):
   starts = np.concatenate([[0], np.cumsum(sizes)])
   s1 = slice(int(starts[g1]), int(starts[g1 + 1]))
   s2 = slice(int(starts[g2]), int(starts[g2 + 1]))
-  full = _flat_level1("matryoshka", cfg, params, state, encoding)
+  full = _flat_level1(name, cfg, params, state, encoding)
 
   def level1(x, valid):
     codes, dense, xhat = full(x, valid)
@@ -215,15 +220,16 @@ def _matryoshka(cfg, params, state, encoding, coact_source, groups):
   def level2(x, codes1):
     del codes1
     if coact_source == "dense":
-      return batchtopk.dense_activation(params, x)[:, s2]
+      return get_family(name).dense_activation(params, x, cfg)[:, s2]
     return full(x, jnp.ones(x.shape[0], bool))[0][:, s2]
 
   w = _np(params["W_dec"])
-  return Subject("matryoshka", sizes[g1], sizes[g2], cfg.d, level1, level2, w[s1], w[s2],
+  return Subject(name, sizes[g1], sizes[g2], cfg.d, level1, level2, w[s1], w[s2],
                  extra={"level1_slice": (s1.start, s1.stop), "level2_slice": (s2.start, s2.stop)})
 
 
-def _stacked(cfg, params, coact_source):
+def _stacked(name, cfg, params, coact_source):
+  """A TopK SAE on the codes of another (Stacked): f1 is Level 1, f2 Level 2."""
   p1, p2 = params["sae1"], params["sae2"]
 
   def level1(x, valid):
@@ -239,6 +245,6 @@ def _stacked(cfg, params, coact_source):
 
   # A Level-2 atom lives in code space; its image in R^d is h1 applied without the bias.
   atoms2 = _np(p2["W_dec"] @ p1["W_dec"])
-  return Subject("stacked", cfg.n, cfg.n2, cfg.d, level1, level2, _np(p1["W_dec"]), atoms2)
+  return Subject(name, cfg.n, cfg.n2, cfg.d, level1, level2, _np(p1["W_dec"]), atoms2)
 
 

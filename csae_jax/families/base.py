@@ -152,7 +152,7 @@ def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):
 
 # ----------------------------------------------------------------------------- declared facts
 SELECTIONS = ("dense", "row_topk", "batch_topk", "jump", "gate")
-HIERARCHIES = ("flat", "groups", "stacked")
+HIERARCHIES = ("flat", "groups", "on_codes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +187,7 @@ class FamilySpec:
                latents, None on the others (the mesh splits latent axes over "model")
   hierarchy    how the family forms two levels on its own (HIERARCHIES): "flat" (it does not;
                pairs of flat SAEs are linked post hoc), "groups" (nested groups of one dictionary),
-               "stacked" (a second SAE on the codes of the first)
+               "on_codes" (a second SAE on the codes of the first)
   cascade_level  it can be a level of a cascade (its params hold one W_dec of atoms)
   saelens_architecture  the SAELens architecture that computes the same inference codes, or None
                (no SAELens form: the native export only)

@@ -108,4 +108,4 @@ SPEC = base.FamilySpec(
     latent_axes={"sae1": base.TIED_AXES,
                  "sae2": {"W_enc": base.Latent(1, "n2"), "b_enc": base.Latent(0, "n2"),
                           "W_dec": base.Latent(0, "n2"), "b_dec": None}},
-    hierarchy="stacked", cascade_level=False)
+    hierarchy="on_codes", cascade_level=False)

@@ -174,16 +174,6 @@ PAPER_N = {"l1": 20_000, "l2": 10_000}   # Level-1 / Level-2 sizes for every met
 PAPER_K = {"l1": 6, "l2": 1}             # the release's k1, k2 (SPEC 3)
 QWEN3VL_D = 1024                         # Qwen3-VL-4B vision block 23 (SPEC 6)
 
-_FAMILY_OPTIONS = {
-    "relu": {},
-    "topk": {"aux_k": 512},
-    "batchtopk": {"aux_k": 512},
-    "jumprelu": {},
-    "gated": {},
-    "pannealing": {},
-}
-
-
 def paper_baseline(family: str, size: str = "l1", d: int = QWEN3VL_D) -> ml_collections.ConfigDict:
   """A flat baseline at the paper's sizes: `size` "l1" (n=20000) or "l2" (n=10000).
 
@@ -192,13 +182,16 @@ def paper_baseline(family: str, size: str = "l1", d: int = QWEN3VL_D) -> ml_coll
   """
   if size not in PAPER_N:
     raise ValueError(f"size must be 'l1' (n=20000) or 'l2' (n=10000), got {size!r}")
-  if family not in _FAMILY_OPTIONS:
-    raise ValueError(f"no paper baseline for family {family!r}; one of {sorted(_FAMILY_OPTIONS)}")
+  from csae_jax import families   # here, not at the top: config files stay free of JAX imports
+  known = [n for n in families.names() if families.spec(n).paper_options is not None]
+  if family not in known:
+    raise ValueError(f"no paper baseline for family {family!r}; one of {sorted(known)}")
+  spec = families.spec(family)
   c = base_config()
   c.model.name = family
   c.model.d = d
-  options = {"n": PAPER_N[size], **_FAMILY_OPTIONS[family]}
-  if family in ("topk", "batchtopk"):
+  options = {"n": PAPER_N[size], **spec.paper_options}
+  if spec.k_sparse:
     options["k"] = PAPER_K[size]
   c.model.options = options
   paper_run(c)

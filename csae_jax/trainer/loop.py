@@ -240,7 +240,8 @@ def _setup(config, workdir) -> _Setup:
                      f"of the mesh ({mesh.shape['data']} devices)")
   optimizer, schedule = _make_optimizer(model, config)
   abstract = _abstract_state(model, optimizer, model.d)
-  layout = mesh_lib.state_layout(mesh, abstract, bool(config.mesh.shard_opt_state))
+  layout = mesh_lib.state_layout(mesh, abstract, bool(config.mesh.shard_opt_state),
+                                 model.latent_axes())
   rule = data_lib.BatchRule(source.num_tokens, config.batch_size, config.seed)
   rng = np.asarray(jax.random.key_data(jax.random.PRNGKey(config.seed)))
   return _Setup(config, plain, run_dir, primary, model, source, mesh, optimizer, schedule,

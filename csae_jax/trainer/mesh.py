@@ -5,6 +5,7 @@ Mesh axes ("data", "model").
   W_enc          [d, n]    latent dim split over "model" (replicated when mesh.model == 1)
   W_dec          [n, d]    latent dim (rows = atoms) split over "model"
   per-latent     [n]       split over "model"; b_dec [d] and scalars replicated
+                 (each family declares its latent axes: FamilySpec.latent_axes)
   Adam moments   like the parameter, plus the largest dimension divisible by the device count
                  split over ("model", "data") (ZeRO-1: each device holds 1/N, even when the
                  parameters are replicated); "model" first, so a device's moment slice lies inside
@@ -25,6 +26,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from csae_jax.families.base import Latent
 from csae_jax.models import Model
 
 ALL = ("model", "data")
@@ -43,39 +45,10 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   return Mesh(grid, ("data", "model"))
 
 
-def _key_name(path) -> str | None:
-  for entry in reversed(path):
-    key = getattr(entry, "key", None)
-    if isinstance(key, str):
-      return key
-  return None
-
-
-def _latent_dim(name: str | None, shape, n_of_parent: int | None) -> int | None:
-  """Which dimension of a parameter-shaped leaf indexes latents (None: none)."""
-  if name == "W_enc" and len(shape) == 2:
-    return 1
-  if name == "W_dec" and len(shape) == 2:
-    return 0
-  if len(shape) == 1 and name not in ("b_dec",) and n_of_parent is not None \
-      and shape[0] == n_of_parent:
-    return 0
-  return None
-
-
-def _latent_sizes(tree) -> dict[tuple, int]:
-  """Map from the path prefix of each parameter dict to its latent count (W_enc's last dim)."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if _key_name(path) == "W_enc" and len(getattr(leaf, "shape", ())) == 2:
-      out[_param_prefix(path)] = leaf.shape[1]
-  return out
-
-
-def _param_prefix(path) -> tuple:
-  """Path of the enclosing parameter dict with optimizer-state wrappers removed."""
+def _path_keys(path) -> tuple:
+  """Dict keys and sequence indices of a pytree path (optimizer-state attribute names dropped)."""
   keys = []
-  for entry in path[:-1]:
+  for entry in path:
     if hasattr(entry, "key"):
       keys.append(("k", entry.key))
     elif hasattr(entry, "idx"):
@@ -83,19 +56,36 @@ def _param_prefix(path) -> tuple:
   return tuple(keys)
 
 
-def _match_prefix(prefix: tuple, sizes: dict[tuple, int]) -> int | None:
-  # Optimizer state wraps the parameter tree (chain index, .mu, ...): match by the longest suffix.
+def declared_axes(latent_axes) -> dict[tuple, int]:
+  """{parameter path: latent axis} from the families' declared latent axes (Model.latent_axes)."""
+  if latent_axes is None:
+    return {}
+  leaves = jax.tree_util.tree_flatten_with_path(
+      latent_axes, is_leaf=lambda x: x is None or isinstance(x, Latent))[0]
+  return {_path_keys(path): leaf.axis for path, leaf in leaves if isinstance(leaf, Latent)}
+
+
+def _latent_dim(path, shape, axes: dict[tuple, int]) -> int | None:
+  """The declared latent axis of the parameter this leaf belongs to (None: none).
+
+  Optimizer state wraps the parameter tree (chain index, .mu, ...): a leaf belongs to the
+  parameter whose path is the longest suffix of its own, and is split like it when it has the
+  parameter's rank (Adam moments do; scalar counters do not).
+  """
+  keys = _path_keys(path)
   best, best_len = None, -1
-  for p, n in sizes.items():
-    if len(p) <= len(prefix) and prefix[len(prefix) - len(p):] == p and len(p) > best_len:
-      best, best_len = n, len(p)
+  for p, axis in axes.items():
+    if len(p) <= len(keys) and keys[len(keys) - len(p):] == p and len(p) > best_len:
+      best, best_len = axis, len(p)
+  if best is None or best >= len(shape):
+    return None
   return best
 
 
-def param_spec(path, shape, sizes, model_size: int) -> P:
+def param_spec(path, shape, axes: dict[tuple, int], model_size: int) -> P:
   if model_size <= 1:
     return P()
-  dim = _latent_dim(_key_name(path), shape, _match_prefix(_param_prefix(path), sizes))
+  dim = _latent_dim(path, shape, axes)
   if dim is None or shape[dim] % model_size:
     return P()
   spec = [None] * len(shape)
@@ -103,9 +93,9 @@ def param_spec(path, shape, sizes, model_size: int) -> P:
   return P(*spec)
 
 
-def zero_spec(path, shape, sizes, mesh: Mesh) -> P:
+def zero_spec(path, shape, axes: dict[tuple, int], mesh: Mesh) -> P:
   """Parameter spec plus a ("model", "data") split of one dimension (ZeRO)."""
-  base = param_spec(path, shape, sizes, mesh.shape["model"])
+  base = param_spec(path, shape, axes, mesh.shape["model"])
   total = mesh.size
   if total <= 1 or len(shape) == 0:
     return base
@@ -142,20 +132,28 @@ class Layout:
   replicated: NamedSharding
 
 
-def state_layout(mesh: Mesh, abstract_state, shard_opt_state: bool = True) -> Layout:
-  """NamedShardings for a TrainState (of arrays or ShapeDtypeStructs)."""
-  sizes = _latent_sizes(abstract_state.params)
+def state_layout(mesh: Mesh, abstract_state, shard_opt_state: bool = True,
+                 latent_axes=None) -> Layout:
+  """NamedShardings for a TrainState (of arrays or ShapeDtypeStructs).
+
+  latent_axes: Model.latent_axes(), the families' declaration of which axis of each parameter
+  indexes latents; needed when the mesh has a "model" axis (> 1) to split.
+  """
   msize = mesh.shape["model"]
+  if msize > 1 and latent_axes is None:
+    raise ValueError(f"a mesh with model={msize} splits latent axes: pass latent_axes="
+                     "model.latent_axes()")
+  axes = declared_axes(latent_axes)
 
   def for_params(tree):
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: NamedSharding(mesh, param_spec(p, x.shape, sizes, msize)), tree)
+        lambda p, x: NamedSharding(mesh, param_spec(p, x.shape, axes, msize)), tree)
 
   def for_opt(tree):
     if not shard_opt_state:
       return for_params(tree)
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: NamedSharding(mesh, zero_spec(p, x.shape, sizes, mesh)), tree)
+        lambda p, x: NamedSharding(mesh, zero_spec(p, x.shape, axes, mesh)), tree)
 
   rep = NamedSharding(mesh, P())
   state = type(abstract_state)(

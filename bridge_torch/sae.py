@@ -1,6 +1,7 @@
 """PyTorch SAE modules built from a csae_jax export; they reproduce the JAX encode/decode.
 
-One `TorchSAE` per level: the same maths as csae_jax/families (SPEC 2), float32, layout
+One `TorchSAE` per level: the same maths as csae_jax/families (SPEC 2) through the PyTorch mirror
+registry bridge_torch/families (same keys, one file per family), float32, layout
 W_enc (d, n), W_dec (n, d) row j = atom j. `load_export(path)` gives every level of a flat or
 cascaded export plus the cascade's parent maps (SPEC 4). Exports are read with safetensors (no
 pickle).
@@ -14,66 +15,61 @@ import numpy as np
 import torch
 from torch import nn
 
+from bridge_torch import families as torch_families
 from csae_jax.export import ExportError, read_export_files
 
-FAMILIES = ("relu", "pannealing", "topk", "batchtopk", "matryoshka", "jumprelu", "gated", "stacked")
-
-
-def _relu_centred(x, p):
-  return torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
-
-
-def _row_topk(z, k):
-  """Per-row top-k keeping entries >= the k-th value, as ops.row_topk_mask_static."""
-  k = min(int(k), z.shape[-1])
-  thr = torch.topk(z, k, dim=-1).values.min(-1, keepdim=True).values
-  return z * (z >= thr).to(z.dtype)
-
-
-def _batch_topk(z, k):
-  """Keep the B*k largest entries over the whole batch (BatchTopK before a threshold exists)."""
-  flat = z.reshape(-1)
-  kk = min(int(k) * z.shape[0], flat.numel())
-  idx = torch.topk(flat, kk).indices
-  keep = torch.zeros_like(flat, dtype=torch.bool)
-  keep[idx] = True
-  return (flat * keep.to(z.dtype)).reshape(z.shape)
+FAMILIES = tuple(torch_families.FAMILIES)   # keyed like csae_jax.families.FAMILIES
 
 
 class TorchSAE(nn.Module):
-  """One SAE level for raw activations. Buffers hold the weights (inference only)."""
+  """One SAE level for raw activations. Buffers hold the weights (inference only).
+
+  The maths is the family's PyTorch mirror (bridge_torch/families/<family>.py); nested params
+  ({"sae1": {...}}) are stored as buffers named "sae1__W_dec", ....
+  """
 
   def __init__(self, family: str, config: dict, params: dict, state: dict | None = None):
     super().__init__()
-    if family not in FAMILIES:
-      raise ValueError(f"unknown SAE family {family!r}; known: {FAMILIES}")
+    self.impl = torch_families.get_family(family)
     self.family = family
     self.config = dict(config)
-    flat = {}
+    self._param_names = []
     for name, value in params.items():
       if isinstance(value, dict):
         for sub, v in value.items():
-          flat[f"{name}__{sub}"] = v
+          self._register(f"{name}__{sub}", v)
       else:
-        flat[name] = value
-    for name, value in flat.items():
-      self.register_buffer(name, torch.as_tensor(np.asarray(value, np.float32)))
+        self._register(name, value)
     state = state or {}
     theta = state.get("threshold")
     self.register_buffer("threshold", torch.tensor(
         float(np.asarray(theta)) if theta is not None else -1.0, dtype=torch.float32))
-    core = "sae1__" if family == "stacked" else ""
-    self.d = int(getattr(self, core + "W_dec").shape[1])
-    self.n = int(getattr(self, core + "W_dec").shape[0])
+    atoms = self.atoms()
+    self.n, self.d = int(atoms.shape[0]), int(atoms.shape[1])
 
-  # parameters as dicts, matching the JAX names
-  def _p(self, prefix: str = "") -> dict[str, torch.Tensor]:
-    names = ("W_enc", "b_enc", "W_dec", "b_dec")
-    return {k: getattr(self, prefix + k) for k in names if hasattr(self, prefix + k)}
+  def _register(self, name, value):
+    self.register_buffer(name, torch.as_tensor(np.asarray(value, np.float32)))
+    self._param_names.append(name)
+
+  @property
+  def params(self) -> dict:
+    """The weights as the JAX params tree (nested dicts for composed families)."""
+    out: dict = {}
+    for name in self._param_names:
+      if "__" in name:
+        outer, inner = name.split("__", 1)
+        out.setdefault(outer, {})[inner] = getattr(self, name)
+      else:
+        out[name] = getattr(self, name)
+    return out
+
+  @property
+  def state(self) -> dict:
+    return {"threshold": self.threshold}
 
   def atoms(self) -> torch.Tensor:
     """(n, d) decoder rows (the atoms a higher cascade level reads)."""
-    return self.sae1__W_dec if self.family == "stacked" else self.W_dec
+    return self.impl.atoms(self.params)
 
   def check_input(self, x: torch.Tensor) -> None:
     if x.shape[-1] != self.d:
@@ -82,47 +78,15 @@ class TorchSAE(nn.Module):
   def dense_activation(self, x: torch.Tensor) -> torch.Tensor:
     """ReLU of the pre-activation, no sparsification (parents, steering; SPEC 4-5)."""
     self.check_input(x)
-    f = self.family
-    if f == "jumprelu":
-      return torch.relu(x @ self.W_enc + self.b_enc)
-    if f == "gated":
-      return torch.relu(self._gated_paths(x)[1])
-    if f == "stacked":
-      return _relu_centred(x, self._p("sae1__"))
-    return _relu_centred(x, self._p())
-
-  def _gated_paths(self, x):
-    proj = (x - self.b_dec) @ self.W_enc
-    return proj + self.b_gate, torch.exp(self.r_mag) * proj + self.b_mag
+    return self.impl.dense_activation(self.params, x, self.config)
 
   def encode(self, x: torch.Tensor) -> torch.Tensor:
     """Inference codes, as the family's `encode` (SPEC 2)."""
     self.check_input(x)
-    f = self.family
-    if f in ("relu", "pannealing"):
-      return _relu_centred(x, self._p())
-    if f == "topk":
-      return _row_topk(_relu_centred(x, self._p()), self.config["k"])
-    if f == "stacked":
-      return _row_topk(_relu_centred(x, self._p("sae1__")), self.config["k"])
-    if f in ("batchtopk", "matryoshka"):
-      z = _relu_centred(x, self._p())
-      theta = float(self.threshold)
-      if theta >= 0:
-        return z * (z > theta).to(z.dtype)
-      return _batch_topk(z, self.config["k"])
-    if f == "jumprelu":
-      pi = x @ self.W_enc + self.b_enc
-      return pi * (pi > torch.exp(self.log_threshold)).to(pi.dtype)
-    if f == "gated":
-      gate, mag = self._gated_paths(x)
-      return (gate > 0).to(x.dtype) * torch.relu(mag)
-    raise AssertionError(f)
+    return self.impl.encode(self.params, self.state, x, self.config)
 
   def decode(self, codes: torch.Tensor) -> torch.Tensor:
-    if self.family == "stacked":
-      return codes @ self.sae1__W_dec + self.sae1__b_dec
-    return codes @ self.W_dec + self.b_dec
+    return self.impl.decode(self.params, codes, self.config)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.decode(self.encode(x))

@@ -12,7 +12,6 @@ setup(
                                     "bridge_torch", "bridge_torch.*", "launch"]),
     install_requires=[
         "jax>=0.7",
-        "flax",
         "optax",
         "orbax-checkpoint",
         "tensorstore",

@@ -29,6 +29,7 @@ from absl import app
 from jax.extend import core as jax_core
 from absl import flags
 
+from csae_jax import families
 from csae_jax import step as step_lib
 from csae_jax.models import build_model
 
@@ -56,12 +57,13 @@ def model_config(name, d, n, k, n2):
                        dict(family="batchtopk", n=n2, k=1, aux_k=None)],
             "cascade": dict(k_anneal_frac=0.0)}
   options = {"n": n}
-  if name in ("topk", "batchtopk", "matryoshka"):
+  spec = families.spec(name)
+  if spec.k_sparse:
     options.update(k=k)
-  if name == "matryoshka":
+  if spec.hierarchy == "groups":
     options.update(group_sizes=[n // 4, n - n // 4])
-  if name == "stacked":
-    options.update(k=k, n2=n2, k2=max(1, k // 4))
+  if spec.hierarchy == "on_codes":
+    options.update(n2=n2, k2=max(1, k // 4))
   return {"name": name, "d": d, "options": options}
 
 

@@ -1,8 +1,9 @@
 """Gated SAE (SPEC 2.5): a gate path decides which latents fire, a magnitude path how much.
 
 xt = x - b_dec; pi_gate = xt W + b_gate; pi_mag = exp(r_mag) * (xt W) + b_mag;
-f = 1[pi_gate > 0] * ReLU(pi_mag). The auxiliary reconstruction uses a stop-gradient decoder, so it
-trains only the gate path (b_dec still gets gradient through the input centring xt, as in the paper).
+f = 1[pi_gate > 0] * ReLU(pi_mag). The auxiliary reconstruction uses a stop-gradient decoder, so
+it trains only the gate path (b_dec still gets gradient through the input centring xt, as in the
+paper).
 """
 from __future__ import annotations
 

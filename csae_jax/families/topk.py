@@ -1,4 +1,4 @@
-"""TopK SAE with AuxK (SPEC 2.2): keep the k largest of ReLU(W_enc (x - b_dec) + b_enc) per token."""
+"""TopK SAE with AuxK (SPEC 2.2): the k largest of ReLU(W_enc (x - b_dec) + b_enc) per token."""
 from __future__ import annotations
 
 import dataclasses

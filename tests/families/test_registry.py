@@ -148,3 +148,18 @@ def test_saelens_form_has_saelens_layout(name):
   assert isinstance(level.cfg, dict) and isinstance(level.metadata, dict)
   assert level.tensors["W_enc"].shape == (D, N) and level.tensors["W_dec"].shape == (N, D)
   assert all(t.dtype == np.float32 for t in level.tensors.values())
+
+
+def test_no_module_outside_the_families_compares_family_names():
+  """The facts live in SPEC: `family == "gated"` or `name in ("topk", ...)` would re-state them."""
+  import pathlib
+  import re
+  root = pathlib.Path(__file__).resolve().parents[2]
+  quoted = "|".join(re.escape(f'"{n}"') for n in NAMES)
+  pattern = re.compile(rf'(==|!=)\s*({quoted})|({quoted})\s*(==|!=)'
+                       rf'|\bin\s*[(\[{{][^)\]}}]*({quoted})')
+  files = [p for p in (root / "csae_jax").rglob("*.py") if "families" not in p.parts]
+  files.append(root / "bridge_torch" / "sae.py")
+  hits = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in files
+          for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+  assert not hits, "\n".join(hits)

@@ -30,7 +30,7 @@ class TorchSAE(nn.Module):
 
   def __init__(self, family: str, config: dict, params: dict, state: dict | None = None):
     super().__init__()
-    self.impl = torch_families.get_family(family)
+    torch_families.get_family(family)   # unknown names raise with the known ones
     self.family = family
     self.config = dict(config)
     self._param_names = []
@@ -50,6 +50,11 @@ class TorchSAE(nn.Module):
   def _register(self, name, value):
     self.register_buffer(name, torch.as_tensor(np.asarray(value, np.float32)))
     self._param_names.append(name)
+
+  @property
+  def impl(self):
+    """The family's PyTorch mirror module (bridge_torch/families/<family>.py)."""
+    return torch_families.get_family(self.family)
 
   @property
   def params(self) -> dict:

@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split = ""                # expected manifest split ("" = any)
   c.data.verify = True             # check every chunk's checksum before training (store)
   c.data.host_cache_bytes = 8 << 30   # read the whole store into host RAM when it fits
+  c.data.shuffle = "auto"          # auto | global | window: chunk windows for stores beyond RAM
+  c.data.window_bytes = 1 << 30    # bytes of rows per shuffle window (shuffle=window)
   c.data.device_resident = False   # keep all tokens on every device; the step gathers its batch
   c.data.device_max_bytes = 4 << 30  # refuse device_resident above this many bytes per device
   c.data.prefetch = 2              # batches prepared ahead by a background thread

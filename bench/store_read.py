@@ -46,7 +46,10 @@ def _write_store(path: str) -> None:
     for start in range(0, n, 16 * per_image):
       rows = min(16 * per_image, n - start)
       acts = rng.standard_normal((rows, d), dtype=np.float32)
-      w.add_batch(acts, [per_image] * (rows // per_image))
+      imgs = rows // per_image
+      first = start // per_image
+      w.add_batch(acts, [per_image] * imgs, [0] * imgs,
+                  [f"img{i}" for i in range(first, first + imgs)])
     w.finalize()
 
 

@@ -207,7 +207,7 @@ class _Setup:
   schedule: Any
   abstract: Any
   layout: mesh_lib.Layout
-  rule: data_lib.BatchRule
+  rule: Any   # data_lib.BatchRule, or windowed.WindowRule for stores beyond RAM
   rng: np.ndarray
 
 
@@ -242,7 +242,7 @@ def _setup(config, workdir) -> _Setup:
   abstract = _abstract_state(model, optimizer, model.d)
   layout = mesh_lib.state_layout(mesh, abstract, bool(config.mesh.shard_opt_state),
                                  model.latent_axes())
-  rule = data_lib.BatchRule(source.num_tokens, config.batch_size, config.seed)
+  rule = data_lib.make_rule(source, config.batch_size, config.seed)
   rng = np.asarray(jax.random.key_data(jax.random.PRNGKey(config.seed)))
   return _Setup(config, plain, run_dir, primary, model, source, mesh, optimizer, schedule,
                 abstract, layout, rule, rng)
@@ -260,6 +260,12 @@ def _restore_or_init(s: _Setup, mngr) -> tuple[Any, float, int]:
     target = {"train_state": _with_shardings(s.abstract, s.layout.state),
               "rng": jax.ShapeDtypeStruct(s.rng.shape, s.rng.dtype, sharding=s.layout.replicated)}
     restored, meta = ckpt_lib.restore(mngr, latest, target)
+    shuffle = data_lib.shuffle_kind(s.source)
+    if meta.get("shuffle", "global") != shuffle:
+      raise ValueError(
+          f"cannot resume {s.run_dir.root}: its batches were drawn with shuffle "
+          f"{meta.get('shuffle', 'global')!r}, now it would be {shuffle!r} (config.data.shuffle, "
+          "host_cache_bytes or window_bytes changed); restore them or start a new workdir")
     ts = restored["train_state"]
     start = int(_host(ts.step))
     logging.info("resuming %s from step %d", s.run_dir.root, start)
@@ -436,7 +442,7 @@ def train(config, workdir) -> TrainResult:
   ts, input_scale, start = _restore_or_init(s, mngr)
   meta = {"input_scale": input_scale, "config": s.plain, "data": s.source.description,
           "num_tokens": s.source.num_tokens, "process_count": jax.process_count(),
-          "mesh": dict(s.mesh.shape)}
+          "mesh": dict(s.mesh.shape), "shuffle": data_lib.shuffle_kind(s.source)}
   ckpts = _Checkpoints(s, mngr, meta)
   step_fn = _step_function(s, input_scale)
   ts, last_metrics, preempted = _run_steps(s, ts, start, step_fn, ckpts)

@@ -50,7 +50,7 @@ def test_store_training_equals_in_memory_training(tmp_path, store_path, cache):
   ref_cfg.checkpoint_every = STEPS
   trainer.train(ref_cfg, tmp_path / "ref")
   trainer.train(_store_config(store_path, split="train", host_cache_bytes=(1 << 30) if cache
-                              else 0), tmp_path / "store_run")
+                              else 0, shuffle="global"), tmp_path / "store_run")
   a, b = trainer.load_run(tmp_path / "ref"), trainer.load_run(tmp_path / "store_run")
   assert a.input_scale == b.input_scale
   for x, y in zip(leaves(a.params), leaves(b.params)):

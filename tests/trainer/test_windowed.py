@@ -99,3 +99,51 @@ def test_open_source_picks_windows_beyond_the_host_cache(small_store):
   cfg.shuffle = "sideways"
   with pytest.raises(ValueError, match="shuffle"):
     data_lib.open_source(cfg, 8)
+
+
+# ----------------------------------------------------------------------------- in the trainer
+def _window_config(path, **data):
+  from trainer_helpers import load_config
+  c = load_config("tiny_relu")
+  c.steps, c.checkpoint_every, c.keep = 8, 4, 10
+  c.data.kind, c.data.path, c.data.verify = "store", path, False
+  c.data.shuffle, c.data.window_bytes = "window", 64 * 8 * 4 * 2   # two chunks a window
+  for k, v in data.items():
+    c.data[k] = v
+  return c
+
+
+def test_window_shuffle_training_resumes_bitwise_and_refuses_a_changed_shuffle(small_store,
+                                                                                tmp_path):
+  import shutil
+
+  from csae_jax import trainer
+  from trainer_helpers import leaves
+  path, _ = small_store
+  cfg = _window_config(path)
+  cfg.model.d = 8
+  trainer.train(cfg, tmp_path / "a")
+  final = trainer.load_run(tmp_path / "a", with_opt_state=True)
+  copy = tmp_path / "b"
+  shutil.copytree(tmp_path / "a", copy)
+  shutil.rmtree(copy / "checkpoints" / "8")
+  (copy / "run.json").unlink()
+  assert trainer.train(cfg, copy).step == 8                 # resumed from step 4
+  again = trainer.load_run(copy, with_opt_state=True)
+  for x, y in zip(leaves((final.params, final.opt_state)), leaves((again.params, again.opt_state))):
+    np.testing.assert_array_equal(x, y)
+  # the window order is really used: the global order gives other parameters
+  glob = _window_config(path, shuffle="global")
+  glob.model.d = 8
+  trainer.train(glob, tmp_path / "g")
+  g = trainer.load_run(tmp_path / "g")
+  assert any(not np.array_equal(x, y) for x, y in zip(leaves(final.params), leaves(g.params)))
+  # with shuffle=auto, a changed host_cache_bytes (a runtime key) would switch the rule: refused
+  auto = _window_config(path, shuffle="auto", host_cache_bytes=0)
+  auto.model.d = 8
+  trainer.train(auto, tmp_path / "c")
+  shutil.rmtree(tmp_path / "c" / "checkpoints" / "8")
+  (tmp_path / "c" / "run.json").unlink()
+  auto.data.host_cache_bytes = 1 << 30
+  with pytest.raises(ValueError, match="batches were drawn with shuffle 'window:2x64'"):
+    trainer.train(auto, tmp_path / "c")

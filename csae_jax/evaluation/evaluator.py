@@ -38,6 +38,14 @@ class Options:
   spectral_neighbors: int = 10
   top_images: int = 16
   seed: int = 0
+  # Dashboard statistics (csae_jax/evaluation/unit_stats.py): histogram bins, quantile bands and
+  # examples per band, labels kept per unit, top images with token heatmaps (0 = no heatmap pass).
+  unit_stats: bool = True
+  hist_bins: int = 24
+  quantile_bands: int = 4
+  per_band: int = 3
+  top_labels: int = 5
+  heatmap_images: int = 4
 
   def validate(self):
     if self.children not in CHILDREN_MODES:
@@ -46,6 +54,11 @@ class Options:
       raise ValueError(f"posthoc must be None or one of {POSTHOC}, got {self.posthoc!r}")
     if self.chunk_tokens <= 0 or self.top_alive <= 0 or self.top_images <= 0:
       raise ValueError("chunk_tokens, top_alive and top_images must be positive")
+    for name in ("hist_bins", "quantile_bands", "per_band", "top_labels"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    if not isinstance(self.heatmap_images, int) or self.heatmap_images < 0:
+      raise ValueError(f"heatmap_images must be a non-negative integer, got {self.heatmap_images!r}")
 
 
 @dataclasses.dataclass
@@ -60,6 +73,8 @@ class Evaluation:
   top_values: np.ndarray         # (n1, t) float32
   level_sizes: list              # n of each level >= 2
   atoms1: np.ndarray | None = None
+  atoms2: np.ndarray | None = None   # Level-2 atoms (rows in R^d) when the method has them
+  stats: dict | None = None          # per-unit dashboard statistics (unit_stats.compute)
 
   def save(self, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
@@ -69,8 +84,11 @@ class Evaluation:
       arrays[f"parents_{l + 2}"] = p
       arrays[f"hms_{l + 2}"] = h
       arrays[f"child_counts_{l + 2}"] = c
-    if self.atoms1 is not None:
-      arrays["atoms1"] = self.atoms1
+    for name in ("atoms1", "atoms2"):
+      if getattr(self, name) is not None:
+        arrays[name] = getattr(self, name)
+    for k, v in (self.stats or {}).items():
+      arrays["stat_" + k] = v
     _atomic_savez(os.path.join(directory, "arrays.npz"), arrays)
     _atomic_json(os.path.join(directory, "summary.json"), self.summary)
 
@@ -85,7 +103,8 @@ class Evaluation:
     levels = range(2, len(sizes) + 2)
     return cls(summary, [a[f"parents_{l}"] for l in levels], [a[f"hms_{l}"] for l in levels],
                [a[f"child_counts_{l}"] for l in levels], a["prototypes"], a["alive"],
-               a["top_images"], a["top_values"], sizes, a.get("atoms1"))
+               a["top_images"], a["top_values"], sizes, a.get("atoms1"), a.get("atoms2"),
+               {k[5:]: v for k, v in a.items() if k.startswith("stat_")} or None)
 
 
 def _atomic_savez(path, arrays):
@@ -173,6 +192,23 @@ def evaluate(subject: Subject, source, options: Options = Options(), *, progress
   if "level_recon" in subject.extra:   # CSAE: each level >= 2 reconstructs the atoms below
     summary["level_recon"] = subject.extra["level_recon"]
   summary["hms"] = summary["levels"]["level2"]
+  stats = _unit_stats(subject, source, options, pr, levels[0]["parent"], top_idx, top_val,
+                      atoms2=None if options.posthoc is not None else subject.atoms2)
   return Evaluation(summary, [lv["parent"] for lv in levels], [lv["hms"] for lv in levels],
                     [lv["count"] for lv in levels], r1, pr.alive, top_idx,
-                    top_val.astype(np.float32), list(map(int, sizes)), subject.atoms1)
+                    top_val.astype(np.float32), list(map(int, sizes)), subject.atoms1,
+                    None if options.posthoc is not None else subject.atoms2, stats)
+
+
+def _unit_stats(subject, source, options, pr, parent, top_idx, top_val, atoms2):
+  """The dashboard's per-unit statistics and token heatmaps (unit_stats), or None when off."""
+  if not options.unit_stats:
+    return None
+  from csae_jax.evaluation import unit_stats
+  stats = unit_stats.compute(pr.image_codes, source.labels, atoms1=subject.atoms1, parent=parent,
+                             atoms2=atoms2, bins=options.hist_bins, bands=options.quantile_bands,
+                             per_band=options.per_band, top_labels=options.top_labels)
+  if options.heatmap_images > 0:
+    stats.update(unit_stats.heatmaps(subject, source, top_idx, top_val, options.heatmap_images,
+                                     options.chunk_tokens))
+  return stats

@@ -1,261 +1,269 @@
-"""A static HTML concept browser (no server): one self-contained file per evaluated method.
+"""The concept dashboard: one self-contained static HTML page per evaluated method, plus index.html.
 
-The page lists the top-level units (Level 2 for two levels) sorted by HMS (parents with fewer than
-two children last), each with its children down to Level 1 (the whole tree for N levels), and for
-every Level-1 child the thumbnails of its top images. Thumbnails are embedded as PNG data URIs:
-the real image when its id (optionally under `image_root`) is a readable image file, otherwise a
-generated swatch (hue = the image's label, stripes = a sub-label such as the planted child).
-Script errors are written into the page (#errors), so a headless browser's DOM dump shows them.
+Per page (docs/dashboard.md describes every panel): the Level-N -> ... -> Level-1 tree of the top
+units, sorted by evidence then HMS (a unit is without evidence when none of its Level-1 descendants
+fires on any evaluation image; those are flagged and sorted last, whatever their HMS); per Level-1
+unit its statistics from the evaluation (unit_stats: activation density and histogram, top images
+with token heatmaps, examples from activation quantile bands, label breakdown, cosine of its atom
+to its parent's). The page carries its data as JSON in a <script type="application/json"> element,
+escaped for that context (every '<', '>', '&', U+2028 and U+2029 as a \\u escape), and renders
+details lazily when a unit is opened, so 10k units stay fast. index.html links the pages and plots
+HMS per method (inline SVG: per-parent points, quartile box, mean, parent counts; CSAE highlighted;
+the planted truth marked on planted runs). Nothing is fetched from the network.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
-THUMB = 48
+from csae_jax.evaluation import dashboard_page
+from csae_jax.evaluation import hms as hms_lib
+from csae_jax.evaluation import images as images_lib
+
+HIGHLIGHT = ("csae", "full")
 
 
-def _png_uri(img) -> str:
-  buf = io.BytesIO()
-  img.save(buf, format="PNG", optimize=True)
-  return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def _num(v, digits=4):
+  v = float(v)
+  return None if not math.isfinite(v) else round(v, digits)
 
 
-def swatch(label: int, sub_label: int | None = None, size: int = THUMB) -> str:
-  """A generated placeholder: hue from `label`, diagonal stripes whose spacing codes `sub_label`."""
-  import colorsys
-  from PIL import Image
-  hue = (int(label) * 0.618033988749895) % 1.0 if label is not None and label >= 0 else 0.0
-  sat = 0.65 if label is not None and label >= 0 else 0.0
-  base = np.array(colorsys.hsv_to_rgb(hue, sat, 0.9)) * 255
-  img = np.tile(base, (size, size, 1))
-  if sub_label is not None and sub_label >= 0:
-    yy, xx = np.mgrid[:size, :size]
-    period = 4 + (int(sub_label) % 7) * 2
-    stripe = ((xx + yy * (1 + int(sub_label) % 3)) // (period // 2)) % 2 == 0
-    img[stripe] *= 0.6
-  return _png_uri(Image.fromarray(img.astype(np.uint8)))
-
-
-def image_thumb(path: str, size: int = THUMB) -> str | None:
-  from PIL import Image
-  try:
-    with Image.open(path) as im:
-      im = im.convert("RGB")
-      im.thumbnail((size, size))
-      return _png_uri(im)
-  except (OSError, ValueError):
-    return None
-
-
-def _resolve(image_id: str, image_root: str | None):
-  for cand in ((os.path.join(image_root, image_id),) if image_root else ()) + (image_id,):
-    if cand and os.path.isfile(cand):
-      return cand
-  return None
-
-
-def thumbnails(indices, source, image_root=None, sub_labels: dict | None = None) -> dict:
-  """image index -> data URI for the given images of an evaluation source."""
-  ids = list(source.image_ids)
-  labels = source.labels
+def _children_groups(parents) -> dict:
+  """level -> {parent unit: [children one level down]} (levels >= 2, 1-based)."""
   out = {}
-  for i in sorted(set(int(i) for i in indices)):
-    iid = str(ids[i])
-    uri = None
-    path = _resolve(iid, image_root)
-    if path is not None:
-      uri = image_thumb(path)
-    if uri is None:
-      lab = int(labels[i]) if labels is not None else -1
-      sub = (sub_labels or {}).get(iid)
-      uri = swatch(lab, sub)
-    out[str(i)] = uri
+  for l, pm in enumerate(parents):
+    pm = np.asarray(pm)
+    idx = np.flatnonzero(pm >= 0)
+    order = np.argsort(pm[idx], kind="stable")
+    groups = {}
+    for p, c in zip(pm[idx][order], idx[order]):
+      groups.setdefault(int(p), []).append(int(c))
+    out[l + 2] = groups
   return out
 
 
-def _finite(v):
-  v = float(v)
-  return None if math.isnan(v) else round(v, 4)
+def _level1_node(ev, u, n_thumbs, used):
+  """A Level-1 unit: top images (+ heatmaps), statistics; image indices go into `used`."""
+  s = ev.stats or {}
+  vals = np.asarray(ev.top_values[u][:n_thumbs], np.float64)
+  imgs = [int(i) for i, v in zip(ev.top_images[u][:n_thumbs], vals) if v > 0]
+  used.update(imgs)
+  node = {"u": int(u), "level": 1, "img": imgs, "val": [_num(v) for v in vals[:len(imgs)]],
+          "fires": bool(len(imgs) > 0)}
+  if not s:
+    return node
+  node.update(d=_num(s["density"][u], 5), h=[int(c) for c in s["hist_counts"][u]],
+              hx=_num(s["hist_max"][u]), m=_num(s["mean_code"][u], 5))
+  if "parent_cos" in s:
+    node["cos"] = _num(s["parent_cos"][u])
+  if "heat" in s:
+    heat = []
+    for j in range(min(len(imgs), s["heat"].shape[1])):
+      r, c = (int(x) for x in s["heat_shape"][u, j])
+      cells = s["heat"][u, j, :r * c].tobytes()
+      heat.append([r, c, base64.b64encode(cells).decode(), _num(s["heat_max"][u, j])])
+    node["heat"] = heat
+  q = []
+  for band_i, band_v in zip(s["quantile_images"][u], s["quantile_values"][u]):
+    q.append([[int(i), _num(v)] for i, v in zip(band_i, band_v) if i >= 0])
+    used.update(int(i) for i in band_i if i >= 0)
+  node["q"] = q
+  node["lab"] = [[int(l), int(c), _num(sh)] for l, c, sh in
+                 zip(s["label_ids"][u], s["label_counts"][u], s["label_share"][u]) if l >= 0]
+  return node
 
 
 def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_child: int = 4,
-              image_root=None, sub_labels=None) -> dict:
-  """The JSON the page renders: the tree from the top level down to Level-1 children."""
+              image_root=None, sub_labels=None, method: str = "") -> dict:
+  """The JSON the page renders: the tree from the top level down to Level-1 units."""
   n_levels = len(ev.parents) + 1
-  top = n_levels  # 1-based level of the top units
-  hms_top = np.asarray(ev.hms[-1])
+  groups = _children_groups(ev.parents)
+  fires1 = np.asarray(ev.top_values)[:, 0] > 0 if np.asarray(ev.top_values).size else \
+      np.zeros(len(ev.alive), bool)
+  evidence = {1: fires1}
+  for level in range(2, n_levels + 1):     # a unit has evidence when a descendant fires
+    below = evidence[level - 1]
+    n_l = len(ev.hms[level - 2])
+    evidence[level] = np.array([any(below[c] for c in groups[level].get(p, ()))
+                                for p in range(n_l)], bool)
+  hms_top = np.asarray(ev.hms[-1], np.float64)
   counts_top = np.asarray(ev.child_counts[-1])
   units = np.flatnonzero(counts_top > 0)
   key = np.where(np.isfinite(hms_top[units]), hms_top[units], -np.inf)
-  order = units[np.lexsort((-counts_top[units], -key))][:max_parents]
-  children = {}
-  for l, pm in enumerate(ev.parents):     # parents of level-(l+1) units, grouped per parent
-    pm = np.asarray(pm)
-    idx = np.flatnonzero(pm >= 0)
-    groups = {}
-    for p, c in zip(pm[idx][np.argsort(pm[idx], kind="stable")],
-                    idx[np.argsort(pm[idx], kind="stable")]):
-      groups.setdefault(int(p), []).append(int(c))
-    children[l + 2] = groups
-  used_images = set()
+  order = units[np.lexsort((units, -counts_top[units], -key, ~evidence[n_levels][units]))]
+  order = order[:max_parents]
+  used = set()
 
   def node(level, u):
     if level == 1:
-      imgs = [int(i) for i, v in zip(ev.top_images[u][:thumbs_per_child],
-                                     ev.top_values[u][:thumbs_per_child]) if v > 0]
-      used_images.update(imgs)
-      vals = [round(float(v), 4) for v in ev.top_values[u][:len(imgs)]]
-      return {"unit": int(u), "level": 1, "images": imgs, "values": vals}
-    kids = children[level].get(int(u), [])
-    h = ev.hms[level - 2][u]
-    return {"unit": int(u), "level": level, "hms": _finite(h), "n_children": len(kids),
-            "children": [node(level - 1, c) for c in kids]}
+      return _level1_node(ev, u, thumbs_per_child, used)
+    kids = groups[level].get(int(u), [])
+    kid_nodes = [node(level - 1, c) for c in kids]
+    kid_nodes.sort(key=lambda k: (not k.get("fires", k.get("ev", False)),
+                                  -(k.get("d") or 0) if k["level"] == 1 else -(k["hms"] or -9)))
+    return {"u": int(u), "level": level, "hms": _num(ev.hms[level - 2][u]), "n": len(kids),
+            "ev": bool(evidence[level][u]), "kids": kid_nodes}
 
-  tree = [node(top, u) for u in order]
+  tree = [node(n_levels, u) for u in order]
   ids = list(source.image_ids)
-  return {"title": title, "levels": n_levels, "summary": ev.summary.get("levels", {}),
-          "units": tree, "expected_top_units": len(tree),
-          "image_ids": {str(i): str(ids[i]) for i in used_images},
-          "thumbs": thumbnails(used_images, source, image_root, sub_labels)}
+  labels = source.labels
+  names = list(getattr(source, "label_names", None) or [])
+  n_lab = int(np.max(labels)) + 1 if labels is not None and len(labels) else 0
+  names += [str(i) for i in range(len(names), n_lab)]
+  thumbs = images_lib.thumbnails(used, source, image_root, sub_labels)
+  return {
+      "title": title, "method": method, "levels": n_levels,
+      "summary": ev.summary.get("levels", {}), "recon": ev.summary.get("recon", {}),
+      "units": tree, "expected_top_units": len(tree),
+      "without_evidence": int(sum(not t["ev"] for t in tree)),
+      "has_stats": ev.stats is not None,
+      "hist_bins": int(ev.stats["hist_counts"].shape[1]) if ev.stats else 0,
+      "eval_images": int(source.num_images),
+      "label_names": names,
+      "label_colors": [images_lib.hex_color(images_lib.label_color(i, names))
+                       for i in range(len(names))],
+      "planted": sub_labels is not None,
+      "images": {str(i): [str(ids[i]), int(labels[i]) if labels is not None else -1, thumbs[i]]
+                 for i in sorted(used)},
+  }
 
 
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1em; background: #fafafa; }}
-.unit {{ border: 1px solid #ccc; border-radius: 6px; margin: 6px 0; padding: 6px; background: #fff; }}
-.unit .head {{ font-weight: bold; }}
-.children {{ margin-left: 1.2em; }}
-.level-1 {{ display: inline-block; vertical-align: top; border-color: #ddd; margin: 3px; }}
-.level-1 img {{ width: 48px; height: 48px; margin: 1px; image-rendering: pixelated; }}
-#errors {{ color: #b00; }}
-.hms {{ color: #06c; }}
-</style></head>
-<body>
-<div id="errors"></div>
-<h1>{title}</h1>
-<div id="summary"></div>
-<div id="units"></div>
-<script>
-window.addEventListener("error", function (e) {{
-  var box = document.getElementById("errors");
-  var div = document.createElement("div");
-  div.className = "script-error";
-  div.textContent = "script error: " + e.message + " (line " + e.lineno + ")";
-  box.appendChild(div);
-}});
-</script>
-<script id="data" type="application/json">{data}</script>
-<script>
-(function () {{
-  var data = JSON.parse(document.getElementById("data").textContent);
-  function el(tag, cls, text) {{
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }}
-  function render(node) {{
-    var box = el("div", "unit level-" + node.level);
-    box.setAttribute("data-unit", node.unit);
-    if (node.level === 1) {{
-      box.appendChild(el("div", "head", "L1 #" + node.unit));
-      node.images.forEach(function (img, j) {{
-        var im = el("img");
-        im.src = data.thumbs[String(img)];
-        im.title = data.image_ids[String(img)] + " (" + node.values[j] + ")";
-        im.alt = data.image_ids[String(img)];
-        box.appendChild(im);
-      }});
-      return box;
-    }}
-    var hms = node.hms === null ? "n/a (<2 children)" : node.hms.toFixed(4);
-    var head = el("div", "head", "Level " + node.level + " unit #" + node.unit + " ");
-    head.appendChild(el("span", "hms", "HMS " + hms));
-    head.appendChild(el("span", "", " \\u00b7 " + node.n_children + " children"));
-    box.appendChild(head);
-    var kids = el("div", "children");
-    node.children.forEach(function (c) {{ kids.appendChild(render(c)); }});
-    box.appendChild(kids);
-    return box;
-  }}
-  var root = document.getElementById("units");
-  data.units.forEach(function (u) {{ root.appendChild(render(u)); }});
-  var s = document.getElementById("summary");
-  Object.keys(data.summary).forEach(function (k) {{
-    var v = data.summary[k];
-    s.appendChild(el("div", "", k + ": HMS mean " + (v.mean === null ? "n/a" : Number(v.mean).toFixed(4)) +
-        ", median " + (v.median === null ? "n/a" : Number(v.median).toFixed(4)) + ", parents " + v.count));
-  }});
-  document.body.setAttribute("data-rendered-units", String(data.units.length));
-}})();
-</script>
-</body></html>
-"""
-
-
-def _json_for_script(obj) -> str:
-  text = json.dumps(obj, allow_nan=False, default=lambda o: None)
-  return text.replace("</", "<\\/")
+def json_for_script(obj) -> str:
+  """JSON safe inside <script>: no '<', '>' or '&' can end or re-open the element (HTML script
+  data states, e.g. '<!--<script>'), no U+2028/U+2029 line separators."""
+  text = json.dumps(_clean(obj), allow_nan=False, ensure_ascii=False)
+  for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                  ("\u2029", "\\u2029")):
+    text = text.replace(ch, esc)
+  return text
 
 
 def _clean(obj):
   if isinstance(obj, dict):
-    return {k: _clean(v) for k, v in obj.items()}
+    return {str(k): _clean(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [_clean(v) for v in obj]
-  if isinstance(obj, float) and not math.isfinite(obj):
-    return None
-  if isinstance(obj, (np.floating,)):
-    return _clean(float(obj))
-  if isinstance(obj, (np.integer,)):
+  if isinstance(obj, (np.floating, float)):
+    return float(obj) if math.isfinite(float(obj)) else None
+  if isinstance(obj, np.integer):
     return int(obj)
+  if isinstance(obj, np.bool_):
+    return bool(obj)
   return obj
 
 
-def write_browser(path, ev, source, *, title="CSAE concept browser", **kw) -> dict:
-  data = _clean(page_data(ev, source, title=title, **kw))
-  text = _PAGE.format(title=html.escape(title), data=_json_for_script(data))
+def write_browser(path, ev, source, *, title="CSAE concept dashboard", **kw) -> dict:
+  data = page_data(ev, source, title=title, **kw)
+  text = dashboard_page.render(html.escape(title), json_for_script(data))
   _write_text_atomic(path, text)
   return data
 
 
 def _write_text_atomic(path, text: str) -> None:
-  d = os.path.dirname(path) or "."
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, suffix=".html.tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)   # mkstemp creates 0600; the page is meant to be shared
-  os.replace(tmp, path)
+  from csae_jax.evaluation import report
+  report._atomic_write(path, text)
+
+
+# ----------------------------------------------------------------------------- index + plot
+def planted_truth(planted, source) -> dict | None:
+  """HMS of the planted hierarchy itself on this evaluation split: each planted child's prototype
+  from the images it is the favourite child of (SPEC 4 prototypes), parents = planted parents."""
+  if planted is None:
+    return None
+  ids = list(source.image_ids)
+  try:
+    idx = np.array([int(str(i).rsplit("-", 1)[1]) for i in ids])
+  except (IndexError, ValueError):
+    return None
+  child = np.asarray(planted.image_child)[idx]
+  n_c = len(planted.child_parent)
+  v = np.zeros((len(ids), n_c))
+  v[np.arange(len(ids)), child] = 1.0
+  r = hms_lib.prototypes(v, source.embeddings())
+  lv = hms_lib.hms_levels(r, [np.asarray(planted.child_parent)],
+                          [int(np.max(planted.child_parent)) + 1], keep1=v.max(0) > 0)[0]
+  return dict(lv["summary"], hms=[_num(h) for h in lv["hms"] if np.isfinite(h)])
+
+
+def hms_plot_svg(rows, truth=None, width=None, height=300) -> str:
+  """Inline SVG: per method its per-parent HMS points, quartile box, mean bar and parent count."""
+  vals = [np.asarray(r["hms"], np.float64) for r in rows]
+  allv = np.concatenate([v for v in vals if v.size] + [np.array([0.0, 1.0])])
+  if truth:
+    allv = np.append(allv, truth["mean"])
+  lo, hi = min(0.0, float(np.floor(allv.min() * 10) / 10)), 1.0
+  col_w, left, top, bottom = 96, 48, 28, 58
+  width = width or left + col_w * max(len(rows), 1) + 20
+  ph = height - top - bottom
+  y = lambda h: top + (hi - h) / (hi - lo) * ph
+  out = [f'<svg class="hms-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+         f'height="{height}" role="img" aria-label="HMS per method">',
+         '<text x="4" y="16" font-size="12">HMS per Level-2 parent (points), quartiles (box), '
+         'mean (bar); n = parents with &gt;= 2 children</text>']
+  for t in np.linspace(lo, hi, int(round((hi - lo) / 0.2)) + 1):
+    out.append(f'<line x1="{left}" x2="{width - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
+               f'stroke="#eee"/><text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="10" '
+               f'text-anchor="end">{t:.1f}</text>')
+  for i, (r, v) in enumerate(zip(rows, vals)):
+    cx = left + col_w * i + col_w / 2
+    hl = r["key"] in HIGHLIGHT
+    color = "#d95f02" if hl else "#1f77b4"
+    cls = "method highlight" if hl else "method"
+    out.append(f'<g class="{cls}" data-method="{html.escape(r["key"])}" '
+               f'data-count="{int(v.size)}">')
+    if hl:
+      out.append(f'<rect x="{cx - col_w / 2 + 2}" y="{top}" width="{col_w - 4}" height="{ph}" '
+                 f'fill="#fdebd9"/>')
+    if v.size:
+      q1, q3 = np.percentile(v, [25, 75])
+      out.append(f'<rect x="{cx - 18}" y="{y(q3):.1f}" width="36" '
+                 f'height="{max(y(q1) - y(q3), 1):.1f}" fill="none" stroke="{color}"/>')
+      jit = np.random.default_rng(i).uniform(-14, 14, v.size)
+      out += [f'<circle cx="{cx + j:.1f}" cy="{y(h):.1f}" r="2" fill="{color}" '
+              f'fill-opacity="0.55"/>' for h, j in zip(v, jit)]
+      out.append(f'<line x1="{cx - 24}" x2="{cx + 24}" y1="{y(v.mean()):.1f}" '
+                 f'y2="{y(v.mean()):.1f}" stroke="{color}" stroke-width="3"/>')
+    weight = "bold" if hl else "normal"
+    out.append(f'<text x="{cx}" y="{height - bottom + 16}" font-size="11" text-anchor="middle" '
+               f'font-weight="{weight}">{html.escape(r["display"])}</text>'
+               f'<text x="{cx}" y="{height - bottom + 30}" font-size="10" text-anchor="middle" '
+               f'fill="#555">n={int(v.size)}'
+               + (f', {v.mean():.3f}' if v.size else "") + '</text></g>')
+  if truth and truth.get("mean") is not None and math.isfinite(truth["mean"]):
+    ty = y(truth["mean"])
+    out.append(f'<g class="truth"><line x1="{left}" x2="{width - 10}" y1="{ty:.1f}" '
+               f'y2="{ty:.1f}" stroke="#2ca02c" stroke-dasharray="6 4" stroke-width="2"/>'
+               f'<text x="{width - 12}" y="{ty - 5:.1f}" font-size="11" fill="#2ca02c" '
+               f'text-anchor="end">planted truth {truth["mean"]:.3f} '
+               f'(n={truth["count"]})</text></g>')
+  out.append("</svg>")
+  return "".join(out)
 
 
 def write_browsers(out_dir, results: dict, methods, source, *, planted_eval_children=None,
-                   max_parents=200, thumbs_per_child=4, image_root=None) -> list[str]:
-  """One page per method plus index.html."""
-  paths, links = [], []
+                   planted=None, max_parents=200, thumbs_per_child=4, image_root=None) -> list[str]:
+  """One dashboard page per method plus index.html (links, HMS plot, legend)."""
+  paths, rows = [], []
   for m in dict.fromkeys(methods):
     ev = results[m]
     name = ev.summary.get("method", m)
     p = os.path.join(out_dir, f"{name}.html")
-    if p not in paths:
-      write_browser(p, ev, source, title=f"{ev.summary.get('display', m)} concept browser",
-                    max_parents=max_parents, thumbs_per_child=thumbs_per_child,
-                    image_root=image_root or None, sub_labels=planted_eval_children)
-      paths.append(p)
-      h = ev.summary["hms"]
-      links.append(f'<li><a href="{html.escape(name)}.html">{html.escape(ev.summary.get("display", m))}'
-                   f"</a> - HMS mean {h['mean']:.4f}, median {h['median']:.4f}, "
-                   f"{h['count']} parents</li>")
-  index = ("<!doctype html><html><head><meta charset='utf-8'><title>Concept browsers</title>"
-           "</head><body><h1>Concept browsers</h1><ul>" + "".join(links) + "</ul></body></html>")
-  _write_text_atomic(os.path.join(out_dir, "index.html"), index)
+    if p in paths:
+      continue
+    display = ev.summary.get("display", m)
+    write_browser(p, ev, source, title=f"{display} concept dashboard", max_parents=max_parents,
+                  thumbs_per_child=thumbs_per_child, image_root=image_root or None,
+                  sub_labels=planted_eval_children, method=name)
+    paths.append(p)
+    h = np.asarray(ev.hms[0], np.float64)
+    rows.append({"key": name, "display": display, "hms": h[np.isfinite(h)],
+                 "summary": ev.summary["hms"]})
+  truth = planted_truth(planted, source)
+  dashboard_page.write_index(os.path.join(out_dir, "index.html"), rows,
+                             hms_plot_svg(rows, truth), truth, _write_text_atomic)
   return paths

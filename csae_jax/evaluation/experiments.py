@@ -358,6 +358,7 @@ def run_experiment(config, workdir: str) -> dict:
   if config.report.browser:
     browser_lib.write_browsers(os.path.join(workdir, "browser"), results, methods, eval_source,
                                planted_eval_children=_planted_children(config, planted),
+                               planted=planted,
                                max_parents=config.report.max_parents,
                                thumbs_per_child=config.report.thumbs_per_child,
                                image_root=config.report.image_root)

@@ -1,5 +1,6 @@
-"""The static concept browser, rendered by headless Chromium (Debian package `chromium`)."""
+"""The concept dashboard, rendered by headless Chromium (Debian package `chromium`)."""
 import html.parser
+import json
 import os
 import shutil
 import subprocess
@@ -8,55 +9,75 @@ import numpy as np
 import pytest
 
 from csae_jax.evaluation import browser
+from csae_jax.evaluation import images
+from csae_jax.evaluation import unit_stats
 from csae_jax.evaluation.evaluator import Evaluation
 from csae_jax.evaluation.sources import ArraySource
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium "
-                                "(apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium "
+                                    "(apt-get install -y chromium)")
 
 
 class _Dom(html.parser.HTMLParser):
   def __init__(self):
     super().__init__()
-    self.classes, self.body = [], {}
+    self.classes, self.body, self.tags = [], {}, []
 
   def handle_starttag(self, tag, attrs):
     a = dict(attrs)
+    self.tags.append((tag, a))
     if tag == "body":
       self.body = a
     if "class" in a:
       self.classes.append((tag, a["class"].split()))
 
 
-def render(path, tmp_path):
-  """Rendered DOM of a local page: (classes of elements, body attributes)."""
+def render(path, tmp_path, fragment=""):
+  """Rendered DOM of a local page after its scripts ran: (classes of elements, body attributes)."""
   profile = tmp_path / "chromium-profile"
   cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", f"--user-data-dir={profile}", "--dump-dom", f"file://{path}"]
+         "--no-first-run", f"--user-data-dir={profile}", "--dump-dom", f"file://{path}{fragment}"]
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
   dom = _Dom()
   dom.feed(out)
   return dom
 
 
-def _count(dom, cls):
-  return sum(1 for _, c in dom.classes if cls in c)
+def _count(dom, cls, tag=None):
+  return sum(1 for t, c in dom.classes if cls in c and (tag is None or t == tag))
 
 
-def test_experiment_browser_renders_every_parent(experiment, tmp_path):
+@needs_chromium
+def test_experiment_dashboard_renders_tree_and_histograms(experiment, tmp_path):
   wd = experiment["workdir"]
   ev = Evaluation.load(os.path.join(wd, "results", "csae"))
+  assert ev.stats is not None and ev.atoms2 is not None
   expected = int((ev.child_counts[0] > 0).sum())
-  dom = render(os.path.join(wd, "browser", "csae.html"), tmp_path)
+  page = os.path.join(wd, "browser", "csae.html")
+  dom = render(page, tmp_path)                      # collapsed: only the top rows exist
   assert _count(dom, "script-error") == 0
+  assert dom.body.get("data-ready") == "1"
   assert _count(dom, "level-2") == expected
   assert dom.body.get("data-rendered-units") == str(expected)
-  assert _count(dom, "level-1") == int(ev.child_counts[0].sum())
-  assert os.path.exists(os.path.join(wd, "browser", "index.html"))
+  assert _count(dom, "level-1") == 0
+  dom = render(page, tmp_path, "#expand=all")       # every row opened
+  assert _count(dom, "script-error") == 0
+  n_children = int(ev.child_counts[0].sum())
+  assert _count(dom, "level-1") == n_children
+  assert _count(dom, "hist", "svg") == n_children   # one activation histogram per Level-1 unit
+  firing = int(sum((ev.top_values[u, 0] > 0) for u in np.flatnonzero(ev.parents[0] >= 0)))
+  assert _count(dom, "top-images") == n_children
+  assert _count(dom, "heat-img") >= firing
+  assert _count(dom, "grid") >= 1                   # heatmap overlays
+  assert _count(dom, "legend-item") == 3            # planted parents of the tiny config
+  index = os.path.join(wd, "browser", "index.html")
+  text = open(index).read()
+  assert 'class="method highlight" data-method="csae"' in text
+  assert 'class="truth"' in text
 
 
-def _three_level_eval():
+def _three_level_eval(stats=None):
   parents2 = np.array([0, 0, 1, 1, 2, -1])
   parents3 = np.array([0, 0, 1])
   hms2 = np.array([0.9, 0.5, np.nan])
@@ -68,15 +89,16 @@ def _three_level_eval():
              "hms": {"mean": 0.7, "median": 0.7, "count": 2}}
   return Evaluation(summary, [parents2, parents3], [hms2, hms3],
                     [np.array([2, 2, 1]), np.array([2, 1])], np.zeros((6, 2), np.float32),
-                    np.ones(6, bool), top, vals, [3, 2])
+                    np.ones(6, bool), top, vals, [3, 2], stats=stats)
 
 
+@needs_chromium
 def test_three_level_tree_and_script_errors_are_caught(tmp_path):
   src = ArraySource(np.zeros((8, 2), np.float32), np.arange(0, 9, 2),
                     embeddings=np.ones((4, 2)), labels=np.array([0, 1, 2, 0]))
   page = tmp_path / "tree.html"
   browser.write_browser(str(page), _three_level_eval(), src, title="three levels")
-  dom = render(str(page), tmp_path)
+  dom = render(str(page), tmp_path, "#expand=all")
   assert _count(dom, "script-error") == 0
   assert _count(dom, "level-3") == 2          # top units with >= 1 child
   assert _count(dom, "level-2") == 3
@@ -89,12 +111,128 @@ def test_three_level_tree_and_script_errors_are_caught(tmp_path):
   assert _count(dom, "level-3") == 0
 
 
-def test_swatches_and_real_image_thumbnails(tmp_path):
+def _silent_eval():
+  """Two Level-2 units: #0 with HMS 1.0 whose children never fire, #1 with HMS 0.3 that fires."""
+  parents = np.array([0, 0, 1, 1])
+  top = np.array([[0, 1], [1, 0], [0, 1], [1, 0]])
+  vals = np.array([[0, 0], [0, 0], [2.0, 1.0], [1.5, 0.5]], np.float32)
+  summary = {"levels": {"level2": {"mean": 0.65, "median": 0.65, "count": 2}},
+             "hms": {"mean": 0.65, "median": 0.65, "count": 2}}
+  return Evaluation(summary, [parents], [np.array([1.0, 0.3])], [np.array([2, 2])],
+                    np.zeros((4, 2), np.float32), np.ones(4, bool), top, vals, [2])
+
+
+def test_units_without_evidence_are_flagged_and_sorted_last():
+  src = ArraySource(np.zeros((4, 2), np.float32), np.array([0, 2, 4]), labels=np.array([0, 1]))
+  data = browser.page_data(_silent_eval(), src, title="t")
+  assert [u["u"] for u in data["units"]] == [1, 0]
+  assert [u["ev"] for u in data["units"]] == [True, False]
+  assert data["without_evidence"] == 1
+  assert all(not k["fires"] and k["img"] == [] for k in data["units"][1]["kids"])
+
+
+def test_image_ids_are_never_read_outside_the_image_root(tmp_path):
+  """Issue 10 row 7: '../x.png' and '/abs/x.png' ids are not opened (a tile is rendered)."""
+  from PIL import Image
+  root, outside = tmp_path / "root", tmp_path / "secret"
+  (root / "cls").mkdir(parents=True)
+  outside.mkdir()
+  Image.new("RGB", (8, 8), (255, 0, 0)).save(outside / "x.png")
+  Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "cls" / "ok.png")
+  os.symlink(outside / "x.png", root / "cls" / "link.png")
+  ids = ["../secret/x.png", str(outside / "x.png"), "cls/ok.png", "cls/link.png",
+         "cls/../../secret/x.png"]
+  src = ArraySource(np.zeros((5, 2), np.float32), np.arange(6), image_ids=ids,
+                    labels=np.zeros(5, np.int64))
+  real = images.file_thumb(str(outside / "x.png"))
+  for root_arg in (str(root), None):
+    thumbs = browser.images_lib.thumbnails(range(5), src, image_root=root_arg)
+    assert real not in thumbs.values()
+  assert images.safe_path("cls/ok.png", str(root)) == os.path.realpath(root / "cls" / "ok.png")
+  assert images.safe_path("cls/ok.png", None) is None
+  for bad in ids[:2] + ids[3:]:
+    assert images.safe_path(bad, str(root)) is None
+  thumbs = images.thumbnails([2], src, image_root=str(root))
+  assert thumbs[2] == images.file_thumb(str(root / "cls" / "ok.png"))
+
+
+@needs_chromium
+def test_hostile_image_ids_and_labels_render_as_text(tmp_path):
+  """Issue 10 row 8: ids with '<!--<script>', '</script>' or quotes render, escaped."""
+  hostile = ['<!--<script>', '</script><script>document.title="x"</script>', '"\'&<b>\u2028']
+  src = ArraySource(np.zeros((4, 2), np.float32), np.array([0, 2, 4]),
+                    image_ids=hostile[:2], labels=np.array([0, 1]), label_names=hostile[1:])
+  page = tmp_path / "hostile.html"
+  data = browser.write_browser(str(page), _silent_eval(), src, title=hostile[0])
+  text = page.read_text()
+  assert "<!--<script>" not in text and "&<b>" not in text
+  payload = text.split('<script id="data" type="application/json">')[1].split("</script>")[0]
+  assert json.loads(payload)["images"]["0"][0] == hostile[0]
+  dom = render(str(page), tmp_path, "#expand=all")
+  assert _count(dom, "script-error") == 0
+  assert dom.body.get("data-rendered-units") == str(len(data["units"])) == "2"
+  alts = [a.get("alt") for t, a in dom.tags if t == "img"]
+  assert hostile[0] in alts and hostile[1] in alts
+
+
+def test_thumbnails_real_rendered_and_label_colours(tmp_path):
   from PIL import Image
   Image.new("RGB", (30, 20), (255, 0, 0)).save(tmp_path / "red.png")
   src = ArraySource(np.zeros((4, 2), np.float32), np.array([0, 2, 4]),
                     image_ids=["red.png", "missing.jpg"], labels=np.array([1, 2]))
-  thumbs = browser.thumbnails([0, 1], src, image_root=str(tmp_path))
+  thumbs = images.thumbnails([0, 1], src, image_root=str(tmp_path))
   assert all(u.startswith("data:image/png;base64,") for u in thumbs.values())
-  assert thumbs["0"] != thumbs["1"]
-  assert browser.swatch(1, 0) != browser.swatch(2, 0) != browser.swatch(2, 1)
+  assert thumbs[0] == images.file_thumb(str(tmp_path / "red.png"))
+  assert images.label_color(0, ["red", "blue"]) == images.NAMED["red"]
+  assert images.label_color(1, ["red", "blue"]) == images.NAMED["blue"]
+  assert images.label_color(1, ["cat", "dog"]) == images.PALETTE[1]
+  t = images.tile_image(1, None, 16, child=2)
+  px = np.asarray(t)
+  assert tuple(px[5, 5]) in {images.PALETTE[1], tuple(int(c * 0.8) for c in images.PALETTE[1])} \
+      or np.abs(px.reshape(-1, 3).astype(int) - images.PALETTE[1]).sum(1).min() == 0
+
+
+def test_procedural_store_images_are_re_rendered_with_their_colours():
+  pytest.importorskip("extract_torch.sources")
+  from extract_torch import sources as xs
+  gen = xs.procedural_source(2, ("red", "blue"), 24, 3)
+  manifest = {"source": gen.fingerprint}
+
+  class Src:
+    image_ids, labels, label_names = gen.ids, gen.labels, ["red", "blue"]
+    token_offsets = np.arange(len(gen.ids) + 1) * 4
+  Src.manifest = manifest
+  thumbs = images.thumbnails(range(len(gen.ids)), Src)
+  for i in range(len(gen.ids)):
+    want = gen.load(i)
+    want.thumbnail((images.THUMB, images.THUMB))
+    assert thumbs[i] == images.png_uri(want)
+
+
+def test_planted_truth_and_plot(tmp_path):
+  from csae_jax import planted as planted_lib
+  from csae_jax.evaluation import sources
+  cfg = planted_lib.PlantedConfig(d=8, n_parents=2, children_per_parent=2, n_images=40,
+                                  tokens_per_image=4, embed_dim=4)
+  _, ev_src, ph = sources.planted_sources(cfg, 0.5, 0)
+  truth = browser.planted_truth(ph, ev_src)
+  # Reference: prototypes by favourite child, HMS per planted parent, computed with loops.
+  idx = [int(i.split("-")[1]) for i in ev_src.image_ids]
+  e = ev_src.embeddings().astype(np.float64)
+  protos = {}
+  for c in range(4):
+    sel = [k for k, i in enumerate(idx) if ph.image_child[i] == c]
+    if sel:
+      r = e[sel].mean(0)
+      protos[c] = r / np.linalg.norm(r)
+  hms = []
+  for p in range(2):
+    kids = [c for c in protos if ph.child_parent[c] == p]
+    if len(kids) >= 2:
+      hms.append(np.mean([protos[a] @ protos[b] for a in kids for b in kids if a != b]))
+  assert truth["count"] == len(hms)
+  assert truth["mean"] == pytest.approx(np.mean(hms), abs=1e-6)
+  svg = browser.hms_plot_svg([{"key": "csae", "display": "CSAE", "hms": np.array([0.2, 0.4])},
+                              {"key": "relu", "display": "ReLU", "hms": np.array([])}], truth)
+  assert svg.count('class="method highlight"') == 1 and 'data-count="2"' in svg
+  assert 'class="truth"' in svg and "n=0" in svg

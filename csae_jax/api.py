@@ -144,6 +144,17 @@ class Hierarchy:
       units = units[np.argsort(-key, kind="stable")]
     return [node(top, u) for u in units]
 
+  def dashboard(self, path: str, *, max_parents: int = 200, thumbs_per_child: int = 4,
+                image_root: str | None = None) -> str:
+    """Write this method's concept dashboard (one self-contained HTML file) to `path`."""
+    from csae_jax.evaluation import browser
+    self._need_eval()
+    display = self.evaluation.summary.get("display", self.method)
+    browser.write_browser(path, self.evaluation, self.source, title=f"{display} concept dashboard",
+                          max_parents=max_parents, thumbs_per_child=thumbs_per_child,
+                          image_root=image_root, method=self.method)
+    return path
+
   # ---------------------------------------------------------------- encoding
   def encode(self, x) -> np.ndarray:
     """Level-1 inference codes of raw activations x [tokens, d]."""
@@ -201,6 +212,7 @@ def load(workdir: str, method: str | None = None, *, eval_store: str | None = No
       with open(summary) as f:
         if json.load(f).get("fingerprint") == fp:
           ev = eval_lib.Evaluation.load(cache)
+          ev = ev if ev.stats is not None else None   # evaluated before the dashboard stats
     if ev is None:
       p, s = run.raw_params()
       subject = subjects_lib.from_model(run.model, p, s)

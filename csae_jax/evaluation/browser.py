@@ -47,35 +47,56 @@ def _children_groups(parents) -> dict:
   return out
 
 
-def _level1_node(ev, u, n_thumbs, used):
-  """A Level-1 unit: top images (+ heatmaps), statistics; image indices go into `used`."""
-  s = ev.stats or {}
-  vals = np.asarray(ev.top_values[u][:n_thumbs], np.float64)
-  imgs = [int(i) for i, v in zip(ev.top_images[u][:n_thumbs], vals) if v > 0]
-  used.update(imgs)
-  node = {"u": int(u), "level": 1, "img": imgs, "val": [_num(v) for v in vals[:len(imgs)]],
-          "fires": bool(len(imgs) > 0)}
-  if not s:
+class _Level1:
+  """Builds Level-1 nodes from Python lists (converted once: per-element NumPy access is slow)."""
+
+  def __init__(self, ev, n_thumbs):
+    self.n_thumbs = n_thumbs
+    self.top_i = np.asarray(ev.top_images)[:, :n_thumbs].tolist()
+    self.top_v = np.round(np.asarray(ev.top_values, np.float64)[:, :n_thumbs], 4).tolist()
+    s = ev.stats or {}
+    self.stats = bool(s)
+    if not s:
+      return
+    r = lambda k, d: np.round(np.nan_to_num(np.asarray(s[k], np.float64), nan=np.inf), d).tolist()
+    self.density, self.hmax, self.mean = r("density", 5), r("hist_max", 4), r("mean_code", 5)
+    self.hist = np.asarray(s["hist_counts"]).tolist()
+    self.cos = r("parent_cos", 4) if "parent_cos" in s else None
+    self.q_i = np.asarray(s["quantile_images"]).tolist()
+    self.q_v = np.round(np.asarray(s["quantile_values"], np.float64), 4).tolist()
+    self.l_i = np.asarray(s["label_ids"]).tolist()
+    self.l_c = np.asarray(s["label_counts"]).tolist()
+    self.l_s = np.round(np.asarray(s["label_share"], np.float64), 3).tolist()
+    self.heat = s.get("heat")
+    if self.heat is not None:
+      self.heat_shape = np.asarray(s["heat_shape"]).tolist()
+      self.heat_max = np.round(np.asarray(s["heat_max"], np.float64), 4).tolist()
+
+  def node(self, u, used):
+    """A Level-1 unit: top images (+ heatmaps), statistics; image indices go into `used`."""
+    imgs = [i for i, v in zip(self.top_i[u], self.top_v[u]) if v > 0]
+    used.update(imgs)
+    node = {"u": int(u), "level": 1, "img": imgs, "val": self.top_v[u][:len(imgs)],
+            "fires": len(imgs) > 0}
+    if not self.stats:
+      return node
+    fin = lambda v: v if math.isfinite(v) else None
+    node.update(d=self.density[u], h=self.hist[u], hx=self.hmax[u], m=self.mean[u])
+    if self.cos is not None:
+      node["cos"] = fin(self.cos[u])
+    if self.heat is not None:
+      heat = []
+      for j in range(min(len(imgs), self.heat.shape[1])):
+        r, c = self.heat_shape[u][j]
+        cells = self.heat[u, j, :r * c].tobytes()
+        heat.append([r, c, base64.b64encode(cells).decode(), self.heat_max[u][j]])
+      node["heat"] = heat
+    node["q"] = [[[i, v] for i, v in zip(bi, bv) if i >= 0]
+                 for bi, bv in zip(self.q_i[u], self.q_v[u])]
+    for band in self.q_i[u]:
+      used.update(i for i in band if i >= 0)
+    node["lab"] = [[l, c, sh] for l, c, sh in zip(self.l_i[u], self.l_c[u], self.l_s[u]) if l >= 0]
     return node
-  node.update(d=_num(s["density"][u], 5), h=[int(c) for c in s["hist_counts"][u]],
-              hx=_num(s["hist_max"][u]), m=_num(s["mean_code"][u], 5))
-  if "parent_cos" in s:
-    node["cos"] = _num(s["parent_cos"][u])
-  if "heat" in s:
-    heat = []
-    for j in range(min(len(imgs), s["heat"].shape[1])):
-      r, c = (int(x) for x in s["heat_shape"][u, j])
-      cells = s["heat"][u, j, :r * c].tobytes()
-      heat.append([r, c, base64.b64encode(cells).decode(), _num(s["heat_max"][u, j])])
-    node["heat"] = heat
-  q = []
-  for band_i, band_v in zip(s["quantile_images"][u], s["quantile_values"][u]):
-    q.append([[int(i), _num(v)] for i, v in zip(band_i, band_v) if i >= 0])
-    used.update(int(i) for i in band_i if i >= 0)
-  node["q"] = q
-  node["lab"] = [[int(l), int(c), _num(sh)] for l, c, sh in
-                 zip(s["label_ids"][u], s["label_counts"][u], s["label_share"][u]) if l >= 0]
-  return node
 
 
 def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_child: int = 4,
@@ -98,10 +119,11 @@ def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_chil
   order = units[np.lexsort((units, -counts_top[units], -key, ~evidence[n_levels][units]))]
   order = order[:max_parents]
   used = set()
+  level1 = _Level1(ev, thumbs_per_child)
 
   def node(level, u):
     if level == 1:
-      return _level1_node(ev, u, thumbs_per_child, used)
+      return level1.node(u, used)
     kids = groups[level].get(int(u), [])
     kid_nodes = [node(level - 1, c) for c in kids]
     kid_nodes.sort(key=lambda k: (not k.get("fires", k.get("ev", False)),
@@ -198,7 +220,7 @@ def hms_plot_svg(rows, truth=None, width=None, height=300) -> str:
     allv = np.append(allv, truth["mean"])
   lo, hi = min(0.0, float(np.floor(allv.min() * 10) / 10)), 1.0
   col_w, left, top, bottom = 96, 48, 28, 58
-  width = width or left + col_w * max(len(rows), 1) + 20
+  width = width or max(left + col_w * max(len(rows), 1) + 20, 600)
   ph = height - top - bottom
   y = lambda h: top + (hi - h) / (hi - lo) * ph
   out = [f'<svg class="hms-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
@@ -267,3 +289,39 @@ def write_browsers(out_dir, results: dict, methods, source, *, planted_eval_chil
   dashboard_page.write_index(os.path.join(out_dir, "index.html"), rows,
                              hms_plot_svg(rows, truth), truth, _write_text_atomic)
   return paths
+
+
+def write_experiment(workdir: str, out_dir: str | None = None, *, image_root: str | None = None,
+                     max_parents: int | None = None, thumbs_per_child: int | None = None) -> list:
+  """Rebuild the dashboards of an experiment workdir from its saved evaluations (no training,
+  no evaluation): results/<method>, the evaluation store and, for planted runs, the regenerated
+  planted hierarchy (deterministic in the saved config)."""
+  import ml_collections
+  from csae_jax.evaluation import evaluator as eval_lib
+  from csae_jax.evaluation import experiments as exp_lib
+  from csae_jax.evaluation import sources as sources_lib
+  path = os.path.join(workdir, "experiment.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} is not an experiment workdir (no experiment.json); "
+                            "run launch/experiments.py first")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  split = exp_lib._split
+  methods = split(config.methods) + [a for a in split(config.ablations)
+                                     if a not in split(config.methods)]
+  results = {}
+  for m in methods:
+    res = os.path.join(workdir, "results", exp_lib.ALIASES.get(m, m))
+    if not os.path.exists(os.path.join(res, "summary.json")):
+      raise FileNotFoundError(f"{res} is missing: finish the experiment (launch/experiments.py) "
+                              "before building its dashboards")
+    results[m] = eval_lib.Evaluation.load(res)
+  _, eval_path, planted = exp_lib.prepare_data(config, workdir)
+  source = sources_lib.open_store(eval_path)
+  rep = config.get("report", {})
+  children = None if planted is None else sources_lib.planted_image_children(planted)
+  return write_browsers(out_dir or os.path.join(workdir, "browser"), results, methods, source,
+                        planted_eval_children=children, planted=planted,
+                        max_parents=max_parents or rep.get("max_parents", 200),
+                        thumbs_per_child=thumbs_per_child or rep.get("thumbs_per_child", 4),
+                        image_root=image_root or rep.get("image_root") or None)

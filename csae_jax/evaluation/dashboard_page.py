@@ -30,7 +30,7 @@ h1 { font-size: 20px; margin: 0 0 4px 0; }
 .badge.hms { background: #e3f0ff; }
 .badge.flag { background: #fde2e1; color: #8a1c14; }
 .children { padding: 2px 8px 8px 22px; }
-.cards { display: flex; flex-wrap: wrap; gap: 8px; }
+.cards { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
 .level-1 { width: 330px; padding: 6px 8px; margin: 0; font-size: 12px; }
 .level-1 .title { font-weight: bold; font-size: 13px; }
 .level-1 .stats { color: #444; margin: 2px 0 4px 0; }
@@ -53,6 +53,7 @@ svg.hist { display: block; margin: 2px 0; }
 
 _SCRIPT = r"""
 (function () {
+  var t0 = performance.now();
   var data = JSON.parse(document.getElementById("data").textContent);
   var PAGE_ROWS = 100;
   var hashOpts = {};
@@ -111,7 +112,8 @@ _SCRIPT = r"""
       grid.style.gridTemplateColumns = "repeat(" + hm[1] + ", 1fr)";
       for (var k = 0; k < hm[0] * hm[1]; k++) {
         var c = el("div"), a = bytes.charCodeAt(k) / 255;
-        c.style.background = "rgba(255, 40, 0, " + (0.72 * a).toFixed(3) + ")";
+        c.style.background = "rgba(0, 0, 0, " + (0.7 * (1 - a)).toFixed(3) + ")";
+        if (a >= 0.5) c.style.boxShadow = "inset 0 0 0 " + (a > 0.8 ? 2 : 1) + "px rgba(255, 230, 0, " + a.toFixed(3) + ")";
         grid.appendChild(c);
       }
       box.appendChild(grid);
@@ -125,6 +127,10 @@ _SCRIPT = r"""
     var t = el("div", "title", "L1 #" + node.u);
     if (!node.fires) t.appendChild(el("span", "badge flag", "never fires"));
     box.appendChild(t);
+    if (!node.fires) {   // nothing to show but where it sits: keep the card small
+      box.appendChild(el("div", "stats", "no evaluation image has a positive code \u00b7 cos(atom, parent) " + fmt(node.cos, 3)));
+      return box;
+    }
     if (node.d !== undefined) {
       box.appendChild(el("div", "stats", "density " + fmt(100 * node.d, 1) + "% of " + data.eval_images +
           " images \u00b7 mean code " + fmt(node.m, 4) + " \u00b7 cos(atom, parent) " + fmt(node.cos, 3)));
@@ -268,6 +274,7 @@ _SCRIPT = r"""
   if (!data.planted) document.getElementById("planted-note").style.display = "none";
   if (!data.has_stats) document.getElementById("no-stats").style.display = "";
   refresh();
+  document.body.setAttribute("data-render-ms", String(Math.round(performance.now() - t0)));
   document.body.setAttribute("data-ready", "1");
 })();
 """
@@ -304,9 +311,10 @@ window.addEventListener("error", function (e) {{
   <div id="label-legend"></div>
   <div id="planted-note"><b>Planted images</b> have no pixels: each is drawn as one tile per token in
    its label's colour (its planted parent), stripes coding its favourite planted child.</div>
-  <div><b>Heatmap</b> <span class="sw" style="background:rgba(255,40,0,.72)"></span>where the unit's
-   code is highest in that image (cells = tokens or pooled patches; scaled per image), number = the
-   image-level code.</div>
+  <div><b>Heatmap</b> over each top image: cells are tokens (or pooled patches), darkened
+   <span class="sw" style="background:rgba(0,0,0,.7)"></span> by how little the unit fires there
+   (scaled to the image's strongest cell); cells at >= 50% of it are outlined
+   <span class="sw" style="border:2px solid #ffe600"></span>. The number is the image-level code.</div>
   <div><b>HMS</b>: mean pairwise cosine of the children's prototypes (SPEC 4).</div>
   <div><b>no evidence</b>: no Level-1 descendant fires on any evaluation image, so its HMS
    compares uniform prototypes and says nothing; sorted last.</div>

@@ -94,7 +94,7 @@ def tile_image(label: int | None, names=None, n_tokens: int = 16, child: int | N
     period = 6 + (int(child) % 4) * 3
     slope = (-1, 1, 0, 2)[(int(child) // 4) % 4]
     stripe = ((xx + slope * yy) // (period // 2)) % 2 == 0 if slope else (yy // (period // 2)) % 2 == 0
-    img[stripe] = img[stripe] * 0.55 + 255 * 0.1
+    img[stripe] = img[stripe] * 0.75
   # Tile borders: the token grid the heatmap is drawn on.
   ty = (yy * rows // size)
   tx = (xx * cols // size)

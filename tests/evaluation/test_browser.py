@@ -65,9 +65,11 @@ def test_experiment_dashboard_renders_tree_and_histograms(experiment, tmp_path):
   assert _count(dom, "script-error") == 0
   n_children = int(ev.child_counts[0].sum())
   assert _count(dom, "level-1") == n_children
-  assert _count(dom, "hist", "svg") == n_children   # one activation histogram per Level-1 unit
   firing = int(sum((ev.top_values[u, 0] > 0) for u in np.flatnonzero(ev.parents[0] >= 0)))
-  assert _count(dom, "top-images") == n_children
+  assert firing >= 1
+  assert _count(dom, "hist", "svg") == firing       # one activation histogram per firing unit
+  assert _count(dom, "no-evidence", "div") == n_children - firing   # the silent ones flagged
+  assert _count(dom, "top-images") == firing
   assert _count(dom, "heat-img") >= firing
   assert _count(dom, "grid") >= 1                   # heatmap overlays
   assert _count(dom, "legend-item") == 3            # planted parents of the tiny config
@@ -156,6 +158,11 @@ def test_image_ids_are_never_read_outside_the_image_root(tmp_path):
   assert thumbs[2] == images.file_thumb(str(root / "cls" / "ok.png"))
 
 
+def _payload(text):
+  return json.loads(text.split('<script id="data" type="application/json">')[1]
+                    .split("</script>")[0])
+
+
 @needs_chromium
 def test_hostile_image_ids_and_labels_render_as_text(tmp_path):
   """Issue 10 row 8: ids with '<!--<script>', '</script>' or quotes render, escaped."""
@@ -166,8 +173,7 @@ def test_hostile_image_ids_and_labels_render_as_text(tmp_path):
   data = browser.write_browser(str(page), _silent_eval(), src, title=hostile[0])
   text = page.read_text()
   assert "<!--<script>" not in text and "&<b>" not in text
-  payload = text.split('<script id="data" type="application/json">')[1].split("</script>")[0]
-  assert json.loads(payload)["images"]["0"][0] == hostile[0]
+  assert _payload(text)["images"]["0"][0] == hostile[0]
   dom = render(str(page), tmp_path, "#expand=all")
   assert _count(dom, "script-error") == 0
   assert dom.body.get("data-rendered-units") == str(len(data["units"])) == "2"
@@ -236,3 +242,24 @@ def test_planted_truth_and_plot(tmp_path):
                               {"key": "relu", "display": "ReLU", "hms": np.array([])}], truth)
   assert svg.count('class="method highlight"') == 1 and 'data-count="2"' in svg
   assert 'class="truth"' in svg and "n=0" in svg
+
+
+def test_dashboards_rebuild_from_an_experiment_workdir(experiment, tmp_path):
+  """launch/dashboard.py: pages from saved evaluations, nothing retrained; clear errors."""
+  import sys
+  wd = experiment["workdir"]
+  out = tmp_path / "rebuilt"
+  cmd = [sys.executable, "-m", "launch.dashboard", f"--workdir={wd}", f"--out={out}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                     cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  assert r.returncode == 0, r.stderr
+  assert sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(wd, "browser")))
+  assert not os.path.exists(os.path.join(out, "..", "runs"))
+  a = _payload(open(os.path.join(wd, "browser", "csae.html")).read())
+  b = _payload(open(out / "csae.html").read())
+  assert a == b                                   # the runner and the rebuild agree exactly
+  r = subprocess.run(cmd[:3] + [f"--workdir={tmp_path}"], capture_output=True, text=True,
+                     timeout=120, env=env,
+                     cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  assert r.returncode == 2 and "--eval_store" in r.stderr and "Traceback" not in r.stderr

@@ -48,6 +48,7 @@ setup(
         "csae-extract = launch.extract:cli",
         "csae-train = launch.train:cli",
         "csae-experiments = launch.experiments:cli",
+        "csae-dashboard = launch.dashboard:cli",
         "csae-planted = launch.planted:cli",
         "csae-steer = launch.steer:cli",
         "csae-export = csae_jax.export:cli",

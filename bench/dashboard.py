@@ -1,6 +1,6 @@
 """The concept dashboard at scale: statistics, page build, page size and time to first render.
 
-  python bench/dashboard.py --n2=10000 --n1=20000 --images=2000 --repeats=3
+  python -m bench.dashboard --n2=10000 --n1=20000 --images=2000 --repeats=3
 
 Builds synthetic image-level codes (each unit fires on ~5% of images), the per-unit statistics
 (unit_stats.compute), an Evaluation whose parent map puts two Level-1 units under each of n2

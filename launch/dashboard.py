@@ -49,5 +49,10 @@ def main(argv):
   return 0
 
 
+def cli():
+  """Console-script entry point (csae-dashboard, setup.py)."""
+  app.run(main)   # exits with main's return code
+
+
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli()

@@ -175,10 +175,17 @@ def pool_heat(tokens: np.ndarray, max_cells: int = HEAT_CELLS):
     r_out, c_out = min(rows, side), min(cols, side)
   else:
     r_out, c_out = 1, min(cols, max_cells)
-  rs = np.array_split(np.arange(rows), r_out)
-  cs = np.array_split(np.arange(cols), c_out)
-  cells = np.array([[g[np.ix_(r, c)].mean() for c in cs] for r in rs], np.float32)
-  return cells.reshape(-1), r_out, c_out
+  r0 = _split_starts(rows, r_out)
+  c0 = _split_starts(cols, c_out)
+  sums = np.add.reduceat(np.add.reduceat(g, r0, axis=0), c0, axis=1)
+  sizes = np.outer(np.diff(np.r_[r0, rows]), np.diff(np.r_[c0, cols]))
+  return (sums / sizes).astype(np.float32).reshape(-1), r_out, c_out
+
+
+def _split_starts(n, parts):
+  """Start indices of numpy.array_split(range(n), parts): the first n % parts blocks are longer."""
+  size, extra = divmod(n, parts)
+  return np.cumsum([0] + [size + (1 if i < extra else 0) for i in range(parts - 1)]).astype(np.int64)
 
 
 def token_codes(subject, source, pairs, chunk_tokens: int) -> dict:

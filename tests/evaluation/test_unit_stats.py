@@ -145,3 +145,15 @@ def test_token_heatmaps_average_to_the_pass_image_codes():
   assert tuple(h["heat_shape"][u, 0]) == (r, c)
   assert h["heat_max"][u, 0] == pytest.approx(cells.max())
   assert h["heat"][u, 0, :cells.size].max() == 255
+
+
+@pytest.mark.parametrize("n_tokens", [4, 12, 37, 100, 577, 1025])
+def test_pool_heat_matches_block_means(n_tokens):
+  t = np.random.default_rng(n_tokens).random(n_tokens)
+  cells, r, c = unit_stats.pool_heat(t)
+  skip, rows, cols = unit_stats.heat_grid(n_tokens)
+  g = t[skip:].reshape(rows, cols)
+  ref = [g[np.ix_(a, b)].mean() for a in np.array_split(np.arange(rows), r)
+         for b in np.array_split(np.arange(cols), c)]
+  np.testing.assert_allclose(cells, ref, rtol=1e-6)
+  assert r * c <= unit_stats.HEAT_CELLS

@@ -149,7 +149,7 @@ class Hierarchy:
     """Write this method's concept dashboard (one self-contained HTML file) to `path`."""
     from csae_jax.evaluation import browser
     self._need_eval()
-    display = self.evaluation.summary.get("display", self.method)
+    display = self.evaluation.summary.get("display", exp_lib.DISPLAY.get(self.method, self.method))
     browser.write_browser(path, self.evaluation, self.source, title=f"{display} concept dashboard",
                           max_parents=max_parents, thumbs_per_child=thumbs_per_child,
                           image_root=image_root, method=self.method)

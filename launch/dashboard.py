@@ -13,6 +13,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment workdir or trainer run directory.")
 _EVAL_STORE = flags.DEFINE_string("eval_store", None, "Evaluation store (trainer runs only).")
@@ -25,6 +26,8 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint read at INFO
   from csae_jax.evaluation import browser
   wd = _WORKDIR.value
   out = _OUT.value or os.path.join(wd, "browser")

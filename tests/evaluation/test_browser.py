@@ -263,3 +263,18 @@ def test_dashboards_rebuild_from_an_experiment_workdir(experiment, tmp_path):
                      timeout=120, env=env,
                      cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
   assert r.returncode == 2 and "--eval_store" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_folder_stores_show_their_real_images_from_the_recorded_root(tmp_path):
+  """A store extracted from folder:<root> records the root: its ids are read under it only."""
+  from PIL import Image
+  (tmp_path / "cat").mkdir()
+  Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp_path / "cat" / "a.png")
+  src = ArraySource(np.zeros((2, 2), np.float32), np.array([0, 1, 2]),
+                    image_ids=["cat/a.png", "../cat/a.png"], labels=np.array([0, 0]))
+  src.manifest = {"source": {"kind": "folder", "root": str(tmp_path)}}
+  thumbs = images.thumbnails([0, 1], src)
+  assert thumbs[0] == images.file_thumb(str(tmp_path / "cat" / "a.png"))
+  assert thumbs[1] != thumbs[0]
+  src.manifest = {"source": {"kind": "tfds", "name": "x"}}     # no root recorded: never read
+  assert images.thumbnails([0], src)[0] != thumbs[0]

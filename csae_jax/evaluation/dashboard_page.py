@@ -3,7 +3,8 @@
 The script never inserts text as HTML (textContent / setAttribute only), so image ids and label
 names from a store cannot inject markup. Rows of the tree are rendered in pages of PAGE_ROWS and
 each unit's details only when it is opened. URL hash options (for links, tests, screenshots):
-#expand=all opens every rendered row, #q=<text> presets the search box.
+#expand=all opens every rendered row; #q=<text>, #hmin=<x>, #hmax=<x>, #hide=noev preset the
+filters (combine with &).
 """
 from __future__ import annotations
 
@@ -212,6 +213,9 @@ _SCRIPT = r"""
   var q = document.getElementById("q"), hmin = document.getElementById("hmin"),
       hmax = document.getElementById("hmax"), hideNo = document.getElementById("hide-noev");
   if (hashOpts.q) q.value = hashOpts.q;
+  if (hashOpts.hmin) hmin.value = hashOpts.hmin;
+  if (hashOpts.hmax) hmax.value = hashOpts.hmax;
+  if (hashOpts.hide === "noev") hideNo.checked = true;
   function matches(t) {
     var s = q.value.trim().toLowerCase();
     if (hideNo.checked && !t.ev) return false;

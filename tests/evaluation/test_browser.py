@@ -73,6 +73,23 @@ def test_experiment_dashboard_renders_tree_and_histograms(experiment, tmp_path):
   assert _count(dom, "heat-img") >= firing
   assert _count(dom, "grid") >= 1                   # heatmap overlays
   assert _count(dom, "legend-item") == 3            # planted parents of the tiny config
+  # Search and filters (preset from the URL hash, applied by the page's script).
+  top = np.asarray(ev.parents[0])
+  child = int(np.flatnonzero(top >= 0)[0])
+  dom = render(page, tmp_path, f"#q=l1%20{child}")
+  assert dom.body.get("data-rendered-units") == "1"
+  assert [a.get("data-unit") for t, a in dom.tags
+          if "level-2" in a.get("class", "")] == [str(top[child])]
+  h = np.asarray(ev.hms[0])
+  cut = float(np.nanmedian(h))
+  dom = render(page, tmp_path, f"#hmin={cut}")
+  want = int(np.sum((h >= cut) & (ev.child_counts[0] > 0)))
+  assert dom.body.get("data-rendered-units") == str(want)
+  dom = render(page, tmp_path, "#q=parent_")       # label names of the planted store
+  with_evidence = len({int(top[u]) for u in np.flatnonzero(top >= 0) if ev.top_values[u, 0] > 0})
+  assert dom.body.get("data-rendered-units") == str(with_evidence)
+  dom = render(page, tmp_path, "#q=no-such-label")
+  assert dom.body.get("data-rendered-units") == "0"
   index = os.path.join(wd, "browser", "index.html")
   text = open(index).read()
   assert 'class="method highlight" data-method="csae"' in text

@@ -10,6 +10,7 @@ setup(
     # `launch` ships so that the console scripts below work outside the repository root too.
     packages=find_packages(include=["csae_jax", "csae_jax.*", "extract_torch", "extract_torch.*",
                                     "bridge_torch", "bridge_torch.*", "launch"]),
+    package_data={"csae_jax.evaluation": ["assets/*.js", "assets/*.css"]},
     install_requires=[
         "jax>=0.7",
         "optax",

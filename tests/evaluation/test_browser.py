@@ -10,7 +10,6 @@ import pytest
 
 from csae_jax.evaluation import browser
 from csae_jax.evaluation import images
-from csae_jax.evaluation import unit_stats
 from csae_jax.evaluation.evaluator import Evaluation
 from csae_jax.evaluation.sources import ArraySource
 

@@ -52,3 +52,14 @@ def test_load_trainer_run_with_and_without_store(experiment):
   assert os.path.exists(os.path.join(run_dir, "evaluation", "summary.json"))
   flat = api.load(os.path.join(wd, "runs", "batchtopk_l1"), eval_store=os.path.join(wd, "data", "eval"))
   assert flat.evaluation.summary["options"]["posthoc"] == "hac"
+
+
+def test_hierarchy_writes_its_dashboard(experiment, tmp_path):
+  import json
+  h = api.load(experiment["workdir"], "csae")
+  path = h.dashboard(str(tmp_path / "csae.html"), max_parents=2)
+  text = open(path).read()
+  data = json.loads(text.split('<script id="data" type="application/json">')[1]
+                    .split("</script>")[0])
+  assert data["title"] == "CSAE concept dashboard" and len(data["units"]) == 2
+  assert data["has_stats"] and data["units"][0]["ev"]

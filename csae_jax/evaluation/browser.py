@@ -47,30 +47,38 @@ def _children_groups(parents) -> dict:
   return out
 
 
+def _finite_list(a, digits):
+  """Nested lists of rounded Python floats, None where not finite (JSON has no NaN)."""
+  x = np.asarray(a, np.float64)
+  out = np.round(x, digits).astype(object)
+  out[~np.isfinite(x)] = None
+  return out.tolist()
+
+
 class _Level1:
   """Builds Level-1 nodes from Python lists (converted once: per-element NumPy access is slow)."""
 
   def __init__(self, ev, n_thumbs):
     self.n_thumbs = n_thumbs
     self.top_i = np.asarray(ev.top_images)[:, :n_thumbs].tolist()
-    self.top_v = np.round(np.asarray(ev.top_values, np.float64)[:, :n_thumbs], 4).tolist()
+    self.top_v = _finite_list(np.asarray(ev.top_values)[:, :n_thumbs], 4)
     s = ev.stats or {}
     self.stats = bool(s)
     if not s:
       return
-    r = lambda k, d: np.round(np.nan_to_num(np.asarray(s[k], np.float64), nan=np.inf), d).tolist()
+    r = lambda k, d: _finite_list(s[k], d)
     self.density, self.hmax, self.mean = r("density", 5), r("hist_max", 4), r("mean_code", 5)
     self.hist = np.asarray(s["hist_counts"]).tolist()
     self.cos = r("parent_cos", 4) if "parent_cos" in s else None
     self.q_i = np.asarray(s["quantile_images"]).tolist()
-    self.q_v = np.round(np.asarray(s["quantile_values"], np.float64), 4).tolist()
+    self.q_v = _finite_list(s["quantile_values"], 4)
     self.l_i = np.asarray(s["label_ids"]).tolist()
     self.l_c = np.asarray(s["label_counts"]).tolist()
-    self.l_s = np.round(np.asarray(s["label_share"], np.float64), 3).tolist()
+    self.l_s = _finite_list(s["label_share"], 3)
     self.heat = s.get("heat")
     if self.heat is not None:
       self.heat_shape = np.asarray(s["heat_shape"]).tolist()
-      self.heat_max = np.round(np.asarray(s["heat_max"], np.float64), 4).tolist()
+      self.heat_max = _finite_list(s["heat_max"], 4)
 
   def node(self, u, used):
     """A Level-1 unit: top images (+ heatmaps), statistics; image indices go into `used`."""
@@ -80,10 +88,9 @@ class _Level1:
             "fires": len(imgs) > 0}
     if not self.stats:
       return node
-    fin = lambda v: v if math.isfinite(v) else None
     node.update(d=self.density[u], h=self.hist[u], hx=self.hmax[u], m=self.mean[u])
     if self.cos is not None:
-      node["cos"] = fin(self.cos[u])
+      node["cos"] = self.cos[u]
     if self.heat is not None:
       heat = []
       for j in range(min(len(imgs), self.heat.shape[1])):
@@ -140,7 +147,7 @@ def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_chil
   thumbs = images_lib.thumbnails(used, source, image_root, sub_labels)
   return {
       "title": title, "method": method, "levels": n_levels,
-      "summary": ev.summary.get("levels", {}), "recon": ev.summary.get("recon", {}),
+      "summary": _clean(ev.summary.get("levels", {})), "recon": _clean(ev.summary.get("recon", {})),
       "units": tree, "expected_top_units": len(tree),
       "without_evidence": int(sum(not t["ev"] for t in tree)),
       "has_stats": ev.stats is not None,
@@ -158,11 +165,23 @@ def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_chil
 def json_for_script(obj) -> str:
   """JSON safe inside <script>: no '<', '>' or '&' can end or re-open the element (HTML script
   data states, e.g. '<!--<script>'), no U+2028/U+2029 line separators."""
-  text = json.dumps(_clean(obj), allow_nan=False, ensure_ascii=False)
+  text = json.dumps(obj, allow_nan=False, ensure_ascii=False, default=_json_default)
   for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
                   ("\u2029", "\\u2029")):
     text = text.replace(ch, esc)
   return text
+
+
+def _json_default(o):
+  if isinstance(o, np.integer):
+    return int(o)
+  if isinstance(o, np.bool_):
+    return bool(o)
+  if isinstance(o, np.ndarray):
+    return _clean(o.tolist())
+  if isinstance(o, np.floating):
+    return _clean(float(o))
+  raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _clean(obj):

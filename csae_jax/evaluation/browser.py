@@ -106,6 +106,13 @@ class _Level1:
     return node
 
 
+def _child_order(k):
+  """Children with evidence first; then Level-1 by density, higher levels by HMS (n/a last)."""
+  if k["level"] == 1:
+    return (not k["fires"], -(k.get("d") or 0.0), k["u"])
+  return (not k["ev"], -(k["hms"] if k["hms"] is not None else -2.0), k["u"])
+
+
 def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_child: int = 4,
               image_root=None, sub_labels=None, method: str = "") -> dict:
   """The JSON the page renders: the tree from the top level down to Level-1 units."""
@@ -133,8 +140,7 @@ def page_data(ev, source, *, title: str, max_parents: int = 200, thumbs_per_chil
       return level1.node(u, used)
     kids = groups[level].get(int(u), [])
     kid_nodes = [node(level - 1, c) for c in kids]
-    kid_nodes.sort(key=lambda k: (not k.get("fires", k.get("ev", False)),
-                                  -(k.get("d") or 0) if k["level"] == 1 else -(k["hms"] or -9)))
+    kid_nodes.sort(key=_child_order)
     return {"u": int(u), "level": level, "hms": _num(ev.hms[level - 2][u]), "n": len(kids),
             "ev": bool(evidence[level][u]), "kids": kid_nodes}
 

@@ -6,7 +6,8 @@ Builds synthetic image-level codes (each unit fires on ~5% of images), the per-u
 (unit_stats.compute), an Evaluation whose parent map puts two Level-1 units under each of n2
 Level-2 units, and a dashboard page showing all n2 top-level units; then loads it in headless
 Chromium (if installed) with the DOM dumped after the scripts ran, collapsed and with the first
-page of rows opened. Reports each time (range over repeats) and the page size.
+page of rows opened, next to an empty page (Chromium's own start-up). Reports each time (range
+over repeats), the page's own script time (data-render-ms) and the page size.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def main(_):
   parent = np.where(np.arange(n1) < 2 * n2, np.arange(n1) // 2, -1)
   atoms1, atoms2 = rng.normal(size=(n1, 32)), rng.normal(size=(n2, 32))
   times = {"stats_s": [], "page_s": [], "load_collapsed_ms": [], "load_open_first_page_ms": [],
-           "script_collapsed_ms": [], "script_open_first_page_ms": []}
+           "script_collapsed_ms": [], "script_open_first_page_ms": [], "load_empty_page_ms": []}
   tmp = tempfile.mkdtemp()
   path = os.path.join(tmp, "page.html")
   for _ in range(FLAGS.repeats):
@@ -76,6 +77,12 @@ def main(_):
     t0 = time.perf_counter()
     browser.write_browser(path, ev, src, title="scale", max_parents=n2)
     times["page_s"].append(time.perf_counter() - t0)
+    empty = os.path.join(tmp, "empty.html")
+    with open(empty, "w") as f:
+      f.write("<!doctype html><html><body data-render-ms='0'>empty</body></html>")
+    ms, _, _ = _chromium_ms(empty, "", os.path.join(tmp, "profile"))
+    if ms is not None:
+      times["load_empty_page_ms"].append(ms)
     for key, frag in (("load_collapsed_ms", ""), ("load_open_first_page_ms", "#expand=all")):
       ms, errors, script_ms = _chromium_ms(path, frag, os.path.join(tmp, "profile"))
       if ms is not None:

@@ -125,6 +125,16 @@
     head.appendChild(el("span", "badge hms", node.hms === null ? "HMS n/a (<2 children)" : "HMS " + fmt(node.hms, 4)));
     head.appendChild(el("span", "badge", node.n + " children"));
     if (!node.ev) head.appendChild(el("span", "badge flag", "no evidence: no descendant fires"));
+    else {   // a preview: the top images of its strongest firing Level-1 descendant
+      var best = null;
+      descendantsL1(node, []).forEach(function (k) { if (k.fires && (!best || k.val[0] > best.val[0])) best = k; });
+      if (best) {
+        var pv = el("span", "preview");
+        pv.title = "top images of L1 #" + best.u;
+        best.img.slice(0, 4).forEach(function (i) { pv.appendChild(thumb(i)); });
+        head.appendChild(pv);
+      }
+    }
     box.appendChild(head);
     var kids = null;
     function toggle(deep) {

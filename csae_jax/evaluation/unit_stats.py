@@ -23,8 +23,16 @@ import numpy as np
 HEAT_CELLS = 64          # heatmaps are pooled to at most 8 x 8 cells (or 64 cells in a strip)
 
 
+BLOCK_ELEMENTS = 1 << 23   # temporaries per block of units: ~64 MB of float64
+
+
 def _blocks(n, block):
   return range(0, n, block)
+
+
+def _block(n_img, cap):
+  """Units per block so that an (n_images, block) temporary stays near BLOCK_ELEMENTS."""
+  return int(max(1, min(cap, BLOCK_ELEMENTS // max(n_img, 1))))
 
 
 def histograms(v: np.ndarray, bins: int, block: int = 2048):
@@ -33,6 +41,7 @@ def histograms(v: np.ndarray, bins: int, block: int = 2048):
   n_img, n = v.shape
   counts = np.zeros((n, bins), np.int64)
   hi = np.zeros(n, np.float64)
+  block = _block(n_img, block)
   for s in _blocks(n, block):   # a loop over unit blocks; each block is vectorised
     x = v[:, s:s + block].astype(np.float64)
     top = x.max(0)
@@ -59,6 +68,7 @@ def quantile_examples(v: np.ndarray, bands: int, per_band: int, block: int = 512
   vals = np.zeros((n, bands, per_band), np.float32)
   q = np.arange(bands)
   j = np.arange(per_band)
+  block = _block(n_img, block)
   for s in _blocks(n, block):
     x = v[:, s:s + block]
     order = np.argsort(-x, axis=0, kind="stable")           # (n_img, b)
@@ -91,20 +101,23 @@ def label_breakdown(v: np.ndarray, labels, top: int, block: int = 2048):
   if labels is None:
     return ids, cnt, share
   lab = np.asarray(labels, np.int64)
-  ok = lab >= 0
-  n_lab = int(lab[ok].max()) + 1 if ok.any() else 0
-  if n_lab == 0:
+  rows = np.flatnonzero(lab >= 0)
+  if rows.size == 0:
     return ids, cnt, share
-  onehot = np.zeros((n_img, n_lab), np.float64)
-  onehot[np.flatnonzero(ok), lab[ok]] = 1.0
+  rows = rows[np.argsort(lab[rows], kind="stable")]     # images grouped by label
+  present, starts = np.unique(lab[rows], return_index=True)
+  n_lab = int(present[-1]) + 1
   t = min(top, n_lab)
+  block = _block(len(rows), block)
   for s in _blocks(n, block):
-    x = np.maximum(v[:, s:s + block].astype(np.float64), 0.0)
-    mass = x.T @ onehot                                      # (b, n_lab)
-    count = (x > 0).astype(np.float64).T @ onehot
+    x = np.maximum(v[rows, s:s + block].astype(np.float64), 0.0)    # (labelled images, b)
+    mass = np.zeros((x.shape[1], n_lab))
+    count = np.zeros((x.shape[1], n_lab))
+    mass[:, present] = np.add.reduceat(x, starts, axis=0).T         # per label, no one-hot
+    count[:, present] = np.add.reduceat((x > 0).astype(np.float64), starts, axis=0).T
     order = np.lexsort((np.broadcast_to(np.arange(n_lab), mass.shape), -mass), axis=1)[:, :t]
     m = np.take_along_axis(mass, order, 1)
-    total = x.sum(0)[:, None]
+    total = np.maximum(v[:, s:s + block].astype(np.float64), 0.0).sum(0)[:, None]
     keep = m > 0
     ids[s:s + x.shape[1], :t] = np.where(keep, order, -1)
     cnt[s:s + x.shape[1], :t] = np.where(keep, np.take_along_axis(count, order, 1), 0)

@@ -14,11 +14,11 @@ import csv
 import dataclasses
 import math
 import os
-import tempfile
 from typing import Callable, Sequence
 
 import numpy as np
 
+from csae_jax import fileio
 from bridge_torch import steering
 from bridge_torch.judges import Concept, Judge
 from bridge_torch.sae import TorchExport, TorchSAE
@@ -156,14 +156,12 @@ CAPTION_FIELDS = ("unit", "concept", "arm", "direction", "image_id", "caption", 
 
 
 def _write_csv_atomic(path, header, rows):
-  d = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".csv")
-  with os.fdopen(fd, "w", newline="") as f:
+  def write(f):
     w = csv.writer(f)
     w.writerow(header)
     for r in rows:
       w.writerow([r[h] for h in header] if isinstance(r, dict) else list(r))
-  os.replace(tmp, path)
+  fileio.write_atomic(os.path.abspath(path), write)
 
 
 def write_outputs(out_dir, table, per_cluster, captions) -> dict[str, str]:

@@ -11,6 +11,8 @@ token of the batch; level l > 2's are the level-(l-1) atoms that some live level
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +77,13 @@ class Config:
       if seq and len(seq) != len(self.levels) - 1:
         raise ValueError(f"{name} needs one value per level >= 2 ({len(self.levels) - 1}), "
                          f"got {len(seq)}")
+    for a in self.alphas:
+      if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a) or a < 0:
+        raise ValueError(f"alphas must be finite numbers >= 0, got {list(self.alphas)}")
+    for s in self.level_start_steps:
+      if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+        raise ValueError(f"level_start_steps must be integers >= 0, got "
+                         f"{list(self.level_start_steps)}")
     if self.stop_gradient not in STOP_GRADIENT_MODES:
       raise ValueError(f"stop_gradient must be one of {STOP_GRADIENT_MODES}, "
                        f"got {self.stop_gradient!r}")

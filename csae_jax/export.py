@@ -28,9 +28,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +35,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from csae_jax import fileio
 FORMAT = "csae_jax.export"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -120,24 +118,18 @@ def _config_fields(cfg) -> dict:
 def _write_dir_atomically(out_dir: Path, files: dict[str, Any], overwrite: bool) -> Path:
   """Write files into a temp dir beside out_dir, then rename it into place (never half-written)."""
   out_dir = Path(out_dir)
+  _check_out_dir(out_dir, overwrite)
+  return fileio.write_dir_atomic(out_dir, files)
+
+
+def _is_export_dir(path: Path) -> bool:
+  return (path / CONFIG_FILE).is_file() or (path / SAELENS_CFG_FILE).is_file()
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
   if out_dir.exists() and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-  try:
-    for name, writer in files.items():
-      writer(tmp / name)
-    if out_dir.exists():
-      old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-      os.replace(out_dir, old)
-      os.replace(tmp, out_dir)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out_dir
+  fileio.check_overwrite_target(out_dir, _is_export_dir, "csae_jax or SAELens export")
 
 
 def _save_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from csae_jax import fileio
 from csae_jax.evaluation import codes as codes_lib
 from csae_jax.evaluation import hms as hms_lib
 from csae_jax.evaluation import parents as parents_lib
@@ -108,30 +108,11 @@ class Evaluation:
 
 
 def _atomic_savez(path, arrays):
-  d = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-  os.close(fd)
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  fileio.write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def _atomic_json(path, obj):
-  d = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  fileio.write_json_atomic(path, obj, default=_json_default)
 
 
 def _json_default(o):

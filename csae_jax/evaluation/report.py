@@ -10,10 +10,10 @@ import csv
 import io
 import math
 import os
-import tempfile
 
 import numpy as np
 
+from csae_jax import fileio
 
 def _fmt(v, digits=4):
   if v is None:
@@ -25,13 +25,7 @@ def _fmt(v, digits=4):
 
 
 def _atomic_write(path, text):
-  d = os.path.dirname(path) or "."
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
+  fileio.write_text_atomic(path, text)
 
 
 def markdown(header, rows) -> str:
@@ -142,8 +136,4 @@ def _box_strip(data, labels, seed0, ylabel, title, path):
 
 
 def _save_fig(fig, path):
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
-  os.close(fd)
-  fig.savefig(tmp, dpi=100, format="png")
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
+  fileio.write_with_path_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -8,22 +8,16 @@ while saving resumes from the previous step. <workdir>/run.json records whether 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import tempfile
 
 import jax
 import orbax.checkpoint as ocp
 
+from csae_jax import fileio
 
 def write_json_atomic(path: pathlib.Path, obj) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  fileio.write_json_atomic(path, obj)
 
 
 def read_json(path: pathlib.Path):

@@ -6,7 +6,9 @@ config leaves out and `validate` checks it before any data is read.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from typing import Any
 
 import ml_collections
@@ -84,11 +86,27 @@ def tiny_planted(steps: int) -> ml_collections.ConfigDict:
   return c
 
 
-def _merge(dst: ml_collections.ConfigDict, src: dict, prefix=""):
+# Subtrees whose keys are the model's / planted generator's own options, checked where they are
+# used (build_model, make_config, planted.make_dataset); every other key must exist in base_config.
+FREE_FORM = ("model", "data.planted")
+
+
+def _unknown_key_error(key: str, known) -> ValueError:
+  close = difflib.get_close_matches(key.rpartition(".")[2], list(known), n=1)
+  hint = f" (did you mean {key.rpartition('.')[0] + '.' if '.' in key else ''}{close[0]}?)" \
+      if close else ""
+  return ValueError(f"config.{key} is not a training config key{hint}; known keys here: "
+                    f"{', '.join(sorted(known))}")
+
+
+def _merge(dst: ml_collections.ConfigDict, src: dict, prefix="", strict=True):
   for key, value in src.items():
+    name = prefix + key
+    if strict and key not in dst and not any(name.startswith(f + ".") for f in FREE_FORM):
+      raise _unknown_key_error(name, dst.keys())
     if isinstance(value, dict) and key in dst and isinstance(dst[key], ml_collections.ConfigDict) \
-        and key not in ("model", "planted"):
-      _merge(dst[key], value, prefix + key + ".")
+        and name not in FREE_FORM:
+      _merge(dst[key], value, name + ".", strict)
     elif isinstance(value, dict):
       dst[key] = ml_collections.ConfigDict(value)
     else:
@@ -102,47 +120,88 @@ def to_plain(config) -> dict:
   return json.loads(json.dumps(config))
 
 
-def complete(config) -> ml_collections.ConfigDict:
-  """A new ConfigDict: base_config() overlaid with everything `config` sets."""
+def complete(config, strict: bool = True) -> ml_collections.ConfigDict:
+  """A new ConfigDict: base_config() overlaid with everything `config` sets.
+
+  strict: a key base_config() does not have (a typo such as `c.stpes`) raises ValueError naming
+  it; only the free-form subtrees (FREE_FORM) take any key.
+  """
   out = base_config()
-  _merge(out, to_plain(config))
+  _merge(out, to_plain(config), strict=strict)
   return out
 
 
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_int(name, v, minimum=1, allow=()):
+  if v in allow and _is_int(v):
+    return
+  if not _is_int(v) or v < minimum:
+    what = {0: "a non-negative", 1: "a positive"}.get(minimum, f"an integer >= {minimum}, i.e. a")
+    extra = f" or {' or '.join(map(str, allow))}" if allow else ""
+    raise ValueError(f"config.{name} must be {what} integer{extra}, got {v!r}")
+
+
+def _check_float(name, v, *, low=None, high=None, low_open=True, optional=False):
+  """A finite number in (low, high] / [low, high]; None allowed when optional."""
+  if v is None and optional:
+    return
+  ok = _is_number(v) and math.isfinite(v)
+  if ok and low is not None:
+    ok = v > low if low_open else v >= low
+  if ok and high is not None:
+    ok = v <= high
+  if not ok:
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    hi = "" if high is None else f"<= {high}"
+    rng = " and ".join(x for x in (lo, hi) if x)
+    raise ValueError(f"config.{name} must be a finite number{' ' + rng if rng else ''}"
+                     f"{' or None' if optional else ''}, got {v!r}")
+
+
 def validate(config) -> None:
-  """Raises ValueError naming the offending key before any data is read."""
-  def positive(name, v, allow_zero=False):
-    ok = isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
-    if not ok:
-      raise ValueError(f"config.{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                       f"integer, got {v!r}")
+  """Raises ValueError naming the offending key, before anything is read or written.
+
+  Checks every training key's type and range (NaN / Inf / negative values included), then builds
+  the model so that family and cascade options (k <= n, alphas, ...) fail here too.
+  """
   if not config.model or "name" not in config.model:
     raise ValueError("config.model is empty: set config.model.name, config.model.d and the "
                      "family options (see csae_jax/models.py)")
-  positive("steps", config.steps)
-  positive("batch_size", config.batch_size)
-  positive("checkpoint_every", config.checkpoint_every)
-  positive("keep", config.keep)
-  positive("log_every", config.log_every)
-  positive("warmup_steps", config.warmup_steps, allow_zero=True)
-  if config.lr is not None and not config.lr > 0:
-    raise ValueError(f"config.lr must be > 0 or None, got {config.lr!r}")
+  for name in ("steps", "batch_size", "checkpoint_every", "keep", "log_every"):
+    _check_int(name, config[name])
+  _check_int("warmup_steps", config.warmup_steps, minimum=0)
+  _check_int("seed", config.seed, minimum=0)
+  _check_float("lr", config.lr, low=0, optional=True)
+  _check_float("decay_start_frac", config.decay_start_frac, low=0, high=1, low_open=False)
+  _check_float("clip_norm", config.clip_norm, low=0)
+  if not isinstance(config.overwrite, bool):
+    raise ValueError(f"config.overwrite must be True or False, got {config.overwrite!r}")
   if config.data.kind not in ("planted", "store"):
     raise ValueError(f"config.data.kind must be 'planted' or 'store', got {config.data.kind!r}")
   if config.data.kind == "store" and not config.data.path:
     raise ValueError("config.data.kind='store' needs config.data.path (an activation store dir)")
-  if config.data.input_scale is not None and not config.data.input_scale > 0:
-    raise ValueError(f"config.data.input_scale must be > 0 or None, got {config.data.input_scale}")
+  _check_float("data.input_scale", config.data.input_scale, low=0, optional=True)
+  for name in ("scale_batches", "scale_max_tokens"):
+    _check_int("data." + name, config.data[name])
+  for name in ("prefetch", "host_cache_bytes", "device_max_bytes"):
+    _check_int("data." + name, config.data[name], minimum=0)
   if config.progress not in ("auto", "always", "never"):
     raise ValueError(f"config.progress must be auto|always|never, got {config.progress!r}")
-  nd = config.mesh.num_devices
-  if not isinstance(nd, int) or (nd <= 0 and nd != -1):
-    raise ValueError(f"config.mesh.num_devices must be a positive integer or -1, got {nd!r}")
-  for name in ("data", "model"):
-    v = config.mesh[name]
-    if not isinstance(v, int) or (v <= 0 and not (name == "data" and v == -1)):
-      raise ValueError(f"config.mesh.{name} must be a positive integer"
-                       f"{' or -1' if name == 'data' else ''}, got {v!r}")
+  _check_int("mesh.num_devices", config.mesh.num_devices, allow=(-1,))
+  _check_int("mesh.data", config.mesh.data, allow=(-1,))
+  _check_int("mesh.model", config.mesh.model)
+  from csae_jax.models import build_model   # deferred: models imports JAX
+  try:
+    build_model(config.model, config.steps)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.model: {e}") from None
 
 
 def _flatten(d: dict, prefix="") -> dict[str, Any]:
@@ -168,7 +227,8 @@ def differences(saved: dict, current: dict) -> list[str]:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  return complete(json.loads(text))
+  """A saved run's config; lenient, so runs saved before unknown keys were refused still load."""
+  return complete(json.loads(text), strict=False)
 
 
 # ----------------------------------------------------------------------------- paper settings

@@ -232,6 +232,76 @@ def export_model(out_dir, model, params, state, *, input_scale: float = 1.0,
                                overwrite)
 
 
+CONFIG_KEYS = {"format", "format_version", "kind", "d", "levels", "cascade", "exported_level",
+               "input_scale_folded", "training_input_scale", "hooked_module", "source_model",
+               "metadata", "weights_sha256"}
+
+
+def _positive_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _check_config(config, where) -> None:
+  """The export config's structure, field by field (NumPy only; families re-check on load)."""
+  if not isinstance(config, dict):
+    raise ExportError(f"{where}: expected a JSON object, got {type(config).__name__}")
+  unknown = sorted(set(config) - CONFIG_KEYS)
+  if unknown:
+    raise ExportError(f"{where}: unknown field(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
+  for key in ("kind", "d", "levels", "weights_sha256"):
+    if key not in config:
+      raise ExportError(f"{where}: missing field {key!r}")
+  if config["kind"] not in ("flat", "cascade"):
+    raise ExportError(f"{where}: field 'kind' must be 'flat' or 'cascade', got {config['kind']!r}")
+  if not _positive_int(config["d"]):
+    raise ExportError(f"{where}: field 'd' must be a positive integer, got {config['d']!r}")
+  levels = config["levels"]
+  if not isinstance(levels, list) or not levels:
+    raise ExportError(f"{where}: field 'levels' must be a non-empty list, got {levels!r:.60}")
+  want = "exactly 1 level" if config["kind"] == "flat" else "at least 2 levels"
+  if (len(levels) == 1) != (config["kind"] == "flat"):
+    raise ExportError(f"{where}: field 'kind' is {config['kind']!r}, which needs {want}; "
+                      f"'levels' has {len(levels)}")
+  for i, lv in enumerate(levels, start=1):
+    f = f"levels[{i - 1}]"
+    if not isinstance(lv, dict) or not isinstance(lv.get("family"), str) \
+        or not isinstance(lv.get("config"), dict):
+      raise ExportError(f"{where}: field '{f}' must be {{'family': str, 'config': {{...}}}}, "
+                        f"got {lv!r:.80}")
+    c = lv["config"]
+    if not _positive_int(c.get("n")):
+      raise ExportError(f"{where}: field '{f}.config.n' must be a positive integer, "
+                        f"got {c.get('n')!r}")
+    if c.get("d", config["d"]) != config["d"]:
+      raise ExportError(f"{where}: field '{f}.config.d' is {c.get('d')!r} but 'd' is "
+                        f"{config['d']}")
+    k = c.get("k")
+    if k is not None and (not _positive_int(k) or k > c["n"]):
+      raise ExportError(f"{where}: field '{f}.config.k' must be an integer in 1..n={c['n']}, "
+                        f"got {k!r}")
+  if config["kind"] == "cascade" and not isinstance(config.get("cascade"), dict):
+    raise ExportError(f"{where}: field 'cascade' must be an object for kind 'cascade', "
+                      f"got {config.get('cascade')!r}")
+
+
+def _check_parents(config, tensors, where) -> None:
+  """A cascade's parent maps: pi_l maps each level l-1 atom to a level-l latent or -1 (SPEC 4)."""
+  if config["kind"] != "cascade":
+    return
+  for l in range(2, len(config["levels"]) + 1):
+    name = f"parents.level{l}"
+    if name not in tensors:
+      raise ExportError(f"{where}: cascade export has no tensor {name!r}")
+    pm = tensors[name]
+    n_l, n_prev = config["levels"][l - 1]["config"]["n"], config["levels"][l - 2]["config"]["n"]
+    if not np.issubdtype(pm.dtype, np.integer) or pm.shape != (n_prev,):
+      raise ExportError(f"{where}: {name} must be an integer vector of length {n_prev}, got "
+                        f"{pm.dtype} {pm.shape}")
+    if pm.size and (pm.min() < -1 or pm.max() >= n_l):
+      raise ExportError(f"{where}: {name} holds parent indices outside -1..{n_l - 1} "
+                        f"(min {pm.min()}, max {pm.max()})")
+
+
 def read_export_files(path) -> tuple[dict, dict[str, np.ndarray]]:
   """(config, tensors) of a native export, checked: format, checksum, shapes, finiteness.
 
@@ -257,9 +327,15 @@ def read_export_files(path) -> tuple[dict, dict[str, np.ndarray]]:
     raise ExportError(f"{w_path}: checksum {digest[:12]}... does not match config.json "
                       f"({str(config.get('weights_sha256'))[:12]}...); the file is corrupted or "
                       "was replaced")
-  tensors = load_file(str(w_path))
+  _check_config(config, cfg_path)
+  try:
+    tensors = load_file(str(w_path))
+  except Exception as e:   # safetensors raises SafetensorError (not exported) for a bad header
+    raise ExportError(f"{w_path}: not a readable safetensors file "
+                      f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
   _check_finite(tensors, str(w_path))
   d = config["d"]
+  _check_parents(config, tensors, w_path)
   for i, lv in enumerate(config["levels"], start=1):
     n = lv["config"]["n"]
     p = _unflatten(tensors, f"level{i}")

@@ -8,9 +8,11 @@ import dataclasses
 import hashlib
 import io
 import os
+import stat
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -58,24 +60,43 @@ def folder_source(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS,
   classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   if not classes:
     raise ValueError(f"image folder {root!r} has no class subfolders (expected root/<class>/<image>)")
-  ids, labels = [], []
+  ids, labels, not_regular = [], [], []
   exts = tuple(e.lower() for e in extensions)
   for c, cls in enumerate(classes):
     for fname in sorted(os.listdir(os.path.join(root, cls))):
       if fname.lower().endswith(exts):
+        if not _is_regular(os.path.join(root, cls, fname)):
+          not_regular.append(f"{cls}/{fname}")   # a FIFO would block open() forever
+          continue
         ids.append(f"{cls}/{fname}")
         labels.append(c)
+  if not_regular:
+    logging.warning("skipping %d image name(s) that are not regular files: %s", len(not_regular),
+                    not_regular[:5])
   if not ids:
     raise ValueError(f"no images with extensions {exts} under {root!r}")
 
   def load(i):
-    img = Image.open(os.path.join(root, ids[i]))
+    path = os.path.join(root, ids[i])
+    if not _is_regular(path):    # replaced since listing
+      raise ImageLoadError(f"{ids[i]!r} is not a regular file (a FIFO, device or directory)")
+    img = Image.open(path)
     return _resized(img, resize)
 
   listing = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-  return Source(f"folder:{root}", ids, np.asarray(labels, np.int64), classes, load,
-                {"kind": "folder", "root": os.path.abspath(root), "listing": listing,
-                 "resize": resize})
+  fingerprint = {"kind": "folder", "root": os.path.abspath(root), "listing": listing,
+                 "resize": resize}
+  if not_regular:   # recorded in the store manifest (manifest["source"])
+    fingerprint["not_regular_files"] = not_regular
+  return Source(f"folder:{root}", ids, np.asarray(labels, np.int64), classes, load, fingerprint)
+
+
+def _is_regular(path: str) -> bool:
+  """A regular file (or a link to one); FIFOs, sockets and devices are not images."""
+  try:
+    return stat.S_ISREG(os.stat(path).st_mode)
+  except OSError:
+    return False
 
 
 def _resized(img: Image.Image, size: int | None) -> Image.Image:

@@ -272,3 +272,15 @@ def test_shards_with_skipped_images_combine_to_one_run(tiny_dirs, hooked, tmp_pa
   assert comb.image_ids == one.image_ids and len(comb.image_ids) == 5
   assert comb.manifest["skipped_images"] == one.manifest["skipped_images"]
   assert len(one.manifest["skipped_images"]) == 3
+
+
+def test_fifo_in_image_folder_is_listed_in_the_manifest(tiny_dirs, hooked, tmp_path):
+  root = tmp_path / "imgs"
+  os.makedirs(root / "cat")
+  Image.new("RGB", (32, 32), (200, 10, 10)).save(root / "cat" / "0.png")
+  os.mkfifo(root / "cat" / "x.png")
+  src = sources.folder_source(root)
+  cfg = pipeline.ExtractConfig(model=tiny_dirs["gemma3"], out=str(tmp_path / "s"), progress=False)
+  st = store_lib.ActivationStore.open(pipeline.extract(cfg, src, hooked=hooked["gemma3"]).path)
+  assert st.image_ids == ["cat/0.png"]
+  assert st.manifest["source"]["not_regular_files"] == ["cat/x.png"]

@@ -87,3 +87,18 @@ def test_tfds_adapter_against_the_documented_data_source_api(monkeypatch):
   assert src.ids == [f"toy/train/{i}" for i in range(5)]
   np.testing.assert_array_equal(np.asarray(src.load(3)), arrays[3])
   assert ("toy", "train", "/data/tfds", ["image"]) in calls       # the label pass skips images
+
+
+def test_fifo_with_an_image_name_is_skipped_and_listed(tmp_path):
+  """Row 9 of issue 10: opening a FIFO blocks forever; it is skipped at listing time."""
+  import os
+  (tmp_path / "a").mkdir()
+  Image.new("RGB", (8, 8)).save(tmp_path / "a" / "0.png")
+  os.mkfifo(tmp_path / "a" / "x.png")
+  src = sources.folder_source(tmp_path)
+  assert src.ids == ["a/0.png"]
+  assert src.fingerprint["not_regular_files"] == ["a/x.png"]
+  os.remove(tmp_path / "a" / "0.png")
+  os.mkfifo(tmp_path / "a" / "0.png")        # replaced by a FIFO after listing
+  with pytest.raises(sources.ImageLoadError, match="not a regular file"):
+    src.load(0)

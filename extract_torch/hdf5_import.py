@@ -43,7 +43,11 @@ def import_hdf5(h5_path: str, out: str, layer: str | None = None, dtype: str | N
     raise ImportError("importing HDF5 files needs h5py (pip install h5py)") from e
   if not os.path.isfile(h5_path):
     raise FileNotFoundError(f"no HDF5 file at {h5_path}")
-  with h5py.File(h5_path, "r") as f:
+  try:
+    f = h5py.File(h5_path, "r")
+  except OSError as e:
+    raise store_lib.StoreError(f"{h5_path} is not a readable HDF5 file ({e})") from None
+  with f:
     if "X" not in f or not isinstance(f["X"], h5py.Group):
       raise store_lib.StoreError(f"{h5_path} has no group 'X' (found {sorted(f.keys())})")
     layers = sorted(f["X"].keys())

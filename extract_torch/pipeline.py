@@ -424,6 +424,8 @@ def extract(cfg: ExtractConfig, source: Source, positions=None, hooked: HookedMo
   out = shard_path(cfg.out, cfg.shard_index, cfg.num_shards)
   if os.path.exists(out) and not cfg.overwrite:
     raise store_lib.StoreError(f"{out} already exists; pass --overwrite to replace it")
+  if cfg.overwrite:   # refuse before the model is loaded
+    store_lib.check_overwrite(out)
 
   hooked = hooked or load_hooked_model(cfg)
   if backbone is None and cfg.embedding_backbone:

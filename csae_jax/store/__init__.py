@@ -31,11 +31,11 @@ from csae_jax.store.format import (
     IMAGES_LOG, MANIFEST, PARTIAL_SUFFIX, PROGRESS, REQUIRED_KEYS, SKIPPED_LOG, StoreError,
     chunk_file)
 from csae_jax.store.reader import ActivationStore
-from csae_jax.store.writer import StoreWriter, write_store
+from csae_jax.store.writer import StoreWriter, check_overwrite, write_store
 
 __all__ = [
     "ActivationStore", "DEFAULT_CHUNK_TOKENS", "DTYPES", "EMBEDDING_CHUNK_ROWS", "EMBEDDING_FLAG",
     "FORMAT_VERSION", "IMAGE_IDS", "IMAGES_LOG", "MANIFEST", "PARTIAL_SUFFIX", "PROGRESS",
-    "REQUIRED_KEYS", "SKIPPED_LOG", "StoreError", "StoreWriter", "chunk_file", "combine_stores",
+    "REQUIRED_KEYS", "SKIPPED_LOG", "StoreError", "StoreWriter", "check_overwrite", "chunk_file", "combine_stores",
     "write_store",
 ]

@@ -17,6 +17,8 @@ import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
+from csae_jax import fileio
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IMAGE_IDS = "image_ids.json"
@@ -59,7 +61,10 @@ def _check_dtype(dtype) -> str:
 
 def _array_spec(path: str, *, dtype: str, shape: Sequence[int] | None = None,
                 chunks: Sequence[int] | None = None, create: bool = False) -> dict:
-  spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
+  # store_data_equal_to_fill_value: tensorstore otherwise skips chunks equal to the fill value
+  # (0), so an all-zero chunk would have no file and the store would look truncated.
+  spec: dict[str, Any] = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path},
+                          "store_data_equal_to_fill_value": True}
   if create:
     spec["metadata"] = {
         "shape": list(shape), "data_type": dtype,
@@ -92,12 +97,19 @@ def _read(arr, what: str) -> np.ndarray:
 
 
 def _write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  fileio.write_json_atomic(path, obj, indent=1)
+
+
+def is_store_dir(path: str) -> bool:
+  """A finished store (has a manifest) or an extraction in progress (has progress.json)."""
+  return os.path.isfile(os.path.join(path, MANIFEST)) or \
+      os.path.isfile(os.path.join(path, PROGRESS))
+
+
+def zero_chunk_sha256(rows: int, d: int, dtype: str) -> str:
+  """sha256 of an all-zero chunk: stores written before `store_data_equal_to_fill_value` have
+  no file for such chunks (tensorstore reads them back as the fill value, 0)."""
+  return _sha256(np.zeros((rows, d), DTYPES[dtype]))
 
 
 def _package_version(name: str) -> str | None:

@@ -11,7 +11,26 @@ import tensorstore as ts
 from csae_jax.store.format import (
     chunk_file, _CRC_BYTES, DTYPES, EMBEDDING_FLAG, FORMAT_VERSION, IMAGE_IDS, MANIFEST,
     _num_chunks, _open_array, PARTIAL_SUFFIX, _read, REQUIRED_KEYS, _sha256, _sha256_json,
-    StoreError)
+    StoreError, zero_chunk_sha256)
+
+
+def _check_manifest_fields(manifest: dict, mpath: str) -> None:
+  """Types of the descriptive manifest fields (a hand-edited manifest fails here, by name)."""
+  names = manifest["label_names"]
+  if names is not None and (not isinstance(names, list)
+                            or not all(isinstance(n, str) for n in names)):
+    raise StoreError(f"{mpath}: field 'label_names' must be a list of strings or null, got "
+                     f"{names!r:.80}")
+  emb = manifest["embedding"]
+  if emb is not None:
+    if not isinstance(emb, dict):
+      raise StoreError(f"{mpath}: field 'embedding' must be an object "
+                       f"{{'backbone', 'dim'}} or null, got {emb!r:.80}")
+    dim = emb.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+      raise StoreError(f"{mpath}: field 'embedding.dim' must be a positive integer, got {dim!r}")
+  if not isinstance(manifest.get("skipped_images", []), list):
+    raise StoreError(f"{mpath}: field 'skipped_images' must be a list")
 
 
 class ActivationStore:
@@ -103,6 +122,7 @@ class ActivationStore:
     for k, v in (("num_tokens", n_tok), ("num_images", n_img), ("d", d), ("chunk_tokens", T)):
       if not isinstance(v, int) or v < (1 if k in ("d", "chunk_tokens") else 0):
         raise StoreError(f"{mpath}: {k}={v!r} is not a valid count")
+    _check_manifest_fields(manifest, mpath)
     context = ts.Context({"cache_pool": {"total_bytes_limit": int(cache_bytes)}}) \
         if cache_bytes else None
 
@@ -127,6 +147,10 @@ class ActivationStore:
     want = T * d * itemsize + _CRC_BYTES
     for c in range(n_chunks):
       f = chunk_file(path, c)
+      rows = min((c + 1) * T, n_tok) - c * T
+      if not os.path.isfile(f) and checks["activations"][c] == zero_chunk_sha256(
+          rows, d, manifest["dtype"]):
+        continue   # an all-zero chunk that tensorstore did not store (older stores)
       if not os.path.isfile(f):
         raise StoreError(f"activation chunk {c} (tokens {c * T}..{min((c + 1) * T, n_tok)}) is "
                          f"missing: {f}")

@@ -12,11 +12,13 @@ from typing import Sequence
 
 import numpy as np
 
+from csae_jax import fileio
+from csae_jax import locks
 from csae_jax.store.format import (
     _check_dtype, _create_array, _creation_info, DEFAULT_CHUNK_TOKENS, DTYPES,
     EMBEDDING_CHUNK_ROWS, FORMAT_VERSION, _GROW_SHAPE, IMAGE_IDS, IMAGES_LOG, MANIFEST,
     _num_chunks, _open_array, PARTIAL_SUFFIX, PROGRESS, _sha256, _sha256_json, SKIPPED_LOG,
-    StoreError, _write_json_atomic)
+    StoreError, _write_json_atomic, is_store_dir)
 from csae_jax.store.reader import ActivationStore
 
 
@@ -60,6 +62,10 @@ class StoreWriter:
                  "extra": json.loads(json.dumps(manifest_extra or {})), "versions": versions or {}}
     if os.path.exists(self.path) and not overwrite:
       raise StoreError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if overwrite:
+      check_overwrite(self.path)
+    # one writer per output; released by close() / finalize()
+    self._lock = locks.output_lock(self.path).acquire()
 
     self._finished_partial = False
     # state of the committed prefix
@@ -73,6 +79,28 @@ class StoreWriter:
     self.buffer_start = 0                       # first token of the (unwritten) buffer
     self._buffer: list[np.ndarray] = []
     self._buffered = 0
+    try:
+      self._open_partial(resume, overwrite)
+    except BaseException:
+      self._lock.release()
+      raise
+    # writer thread
+    self.write_seconds = 0.0      # time the writer thread spent writing (overlaps compute)
+    self.blocked_seconds = 0.0    # caller's time inside add_batch/finalize (checks, copies, waits)
+    self.finalize_seconds = 0.0   # of which finalize (tail chunk, small arrays, manifest, rename)
+    # small items (logs, boundaries) never block; chunks in flight are bounded by a semaphore
+    self._queue: queue.Queue = queue.Queue()
+    self._slots = threading.BoundedSemaphore(max(1, int(queue_chunks)))
+    self._error: BaseException | None = None
+    self._boundaries: list[dict] = []
+    self._written_tokens = self.buffer_start
+    self._chunks_since_commit = 0
+    self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+    self._thread.start()
+    self._closed = False
+
+  def _open_partial(self, resume: bool, overwrite: bool) -> None:
+    """Resume `<path>.partial`, or start it afresh; sets the committed prefix state."""
     head = None
     if os.path.isdir(self.partial):
       if not resume and not overwrite:
@@ -101,20 +129,6 @@ class StoreWriter:
         open(os.path.join(self.partial, IMAGES_LOG), "a")
     self._skipped_log = None if self._finished_partial else \
         open(os.path.join(self.partial, SKIPPED_LOG), "a")
-    # writer thread
-    self.write_seconds = 0.0      # time the writer thread spent writing (overlaps compute)
-    self.blocked_seconds = 0.0    # caller's time inside add_batch/finalize (checks, copies, waits)
-    self.finalize_seconds = 0.0   # of which finalize (tail chunk, small arrays, manifest, rename)
-    # small items (logs, boundaries) never block; chunks in flight are bounded by a semaphore
-    self._queue: queue.Queue = queue.Queue()
-    self._slots = threading.BoundedSemaphore(max(1, int(queue_chunks)))
-    self._error: BaseException | None = None
-    self._boundaries: list[dict] = []
-    self._written_tokens = self.buffer_start
-    self._chunks_since_commit = 0
-    self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-    self._thread.start()
-    self._closed = False
 
   # -- progress (commit / resume)
   def _snapshot(self) -> dict:
@@ -357,8 +371,8 @@ class StoreWriter:
     done.wait()
     self._raise_pending()
 
-  def close(self) -> None:
-    """Stop the writer thread, keeping the partial directory (resumable)."""
+  def close(self, release: bool = True) -> None:
+    """Stop the writer thread, keeping the partial directory (resumable); release the lock."""
     if self._thread.is_alive():
       self._queue.put(None)
       self._thread.join()
@@ -366,11 +380,19 @@ class StoreWriter:
       if f is not None and not f.closed:
         f.close()
     self._closed = True
+    if release:
+      self._lock.release()
 
   def finalize(self) -> str:
     """Write the tail chunk, the small arrays and the manifest; rename into place atomically."""
+    try:
+      return self._finalize()
+    finally:
+      self._lock.release()
+
+  def _finalize(self) -> str:
     if self._finished_partial:
-      self.close()
+      self.close(release=False)
       ActivationStore.open(self.partial)
       return self._rename()
     self._raise_pending()
@@ -380,7 +402,7 @@ class StoreWriter:
       self._put(("chunk", self.buffer_start // self.T, block))
       self.buffer_start += len(block)
     self._drain()
-    self.close()
+    self.close(release=False)
     n_tok, n_img = self.offsets[-1], len(self.labels)
     sums = list(self._committed_sums[:_num_chunks(n_tok, self.T)])
     if len(sums) != _num_chunks(n_tok, self.T):
@@ -463,11 +485,15 @@ def _read_jsonl(path: str, limit: int) -> list[dict]:
 
 
 def _rewrite_jsonl(path: str, recs: list[dict]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for r in recs:
-      f.write(json.dumps(r) + "\n")
-  os.replace(tmp, path)
+  fileio.write_lines_atomic(path, recs)
+
+
+def check_overwrite(path: str) -> None:
+  """overwrite=True replaces a store (or an empty directory), never anything else (row 4)."""
+  try:
+    fileio.check_overwrite_target(path, lambda p: is_store_dir(str(p)), "activation store")
+  except FileExistsError as e:
+    raise StoreError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- conveniences

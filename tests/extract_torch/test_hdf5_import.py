@@ -47,3 +47,9 @@ def test_import_errors(tmp_path):
   import_hdf5(str(tmp_path / "a.h5"), str(tmp_path / "s"), layer="24")
   with pytest.raises(store_lib.StoreError, match="already exists"):
     import_hdf5(str(tmp_path / "a.h5"), str(tmp_path / "s"), layer="24")
+
+
+def test_non_hdf5_file_is_a_store_error(tmp_path):
+  (tmp_path / "a.h5").write_text("not hdf5")
+  with pytest.raises(store_lib.StoreError, match="is not a readable HDF5 file"):
+    import_hdf5(str(tmp_path / "a.h5"), str(tmp_path / "s"))

@@ -195,8 +195,12 @@ class ActivationStore:
       store.verify()
     return store
 
-  def verify(self) -> None:
-    """Reread every chunk and compare its sha256 with the manifest (raises StoreError naming it)."""
+  def verify(self, check_finite: bool = False) -> None:
+    """Reread every chunk and compare its sha256 with the manifest (raises StoreError naming it).
+
+    check_finite: also reject NaN/Inf in the same pass (a store whose checksums are valid can
+    still hold them, e.g. written by another tool; training on it would diverge late).
+    """
     checks = self.manifest["checksums"]
     T, N = self.chunk_tokens, self.num_tokens
     for c, want in enumerate(checks["activations"]):
@@ -210,6 +214,8 @@ class ActivationStore:
       if got != want:
         raise StoreError(f"activation chunk {c} (tokens {lo}..{hi}, {chunk_file(self.path, c)}) "
                          f"checksum mismatch: manifest {want[:12]}..., data {got[:12]}...")
+      if check_finite:
+        self._check_block_finite(block, lo)
     for name, value in (("token_offsets", self.token_offsets), ("labels", self.labels)):
       if _sha256(value.astype("<i8")) != checks.get(name):
         raise StoreError(f"{name} checksum mismatch in {self.path}")
@@ -219,6 +225,23 @@ class ActivationStore:
       got = _sha256(_read(self._emb, "embeddings").astype("<f4"))
       if got != checks.get("embeddings"):
         raise StoreError(f"embeddings checksum mismatch in {self.path}")
+
+  def _check_block_finite(self, block: np.ndarray, lo: int) -> None:
+    finite = np.isfinite(block.astype(np.float32, copy=False))
+    if not finite.all():
+      row = lo + int(np.nonzero(~finite.all(-1))[0][0])
+      img = int(np.searchsorted(self.token_offsets, row, side="right")) - 1
+      raise StoreError(f"{self.path}: activations hold NaN/Inf (first at token {row}, image "
+                       f"{self.image_ids[img]!r}, chunk {row // self.chunk_tokens}); training on "
+                       "them would diverge. Re-extract or drop those images")
+
+  def check_finite(self, tokens: np.ndarray | None = None) -> None:
+    """Raise StoreError at the first NaN/Inf; scans chunk by chunk (bounded memory), or the
+    given in-memory copy of all tokens."""
+    for c in range(self.num_chunks):
+      lo, hi = c * self.chunk_tokens, min((c + 1) * self.chunk_tokens, self.num_tokens)
+      block = tokens[lo:hi] if tokens is not None else self.read_tokens_native(lo, hi)
+      self._check_block_finite(block, lo)
 
   # -- reading
   def _wrap_read(self, what: str, fn):

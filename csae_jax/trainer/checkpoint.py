@@ -4,17 +4,22 @@
 state) and the RNG key data; `meta` (JSON) the input scale, the config and the data description.
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 while saving resumes from the previous step. <workdir>/run.json records whether the run finished.
+Every step's meta also holds sha256 checksums of the state's arrays, checked on every restore
+(docs/reliability.md).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import shutil
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from csae_jax import fileio
+
 
 def write_json_atomic(path: pathlib.Path, obj) -> None:
   fileio.write_json_atomic(path, obj)
@@ -61,16 +66,65 @@ def manager(run_dir: RunDir, keep: int, read_only: bool = False) -> ocp.Checkpoi
   return ocp.CheckpointManager(run_dir.checkpoints, options=options, item_names=("state", "meta"))
 
 
+class CheckpointCorrupted(ValueError):
+  """A checkpoint's arrays do not match the checksums saved with it."""
+
+
+def state_checksums(state) -> dict[str, str] | None:
+  """sha256 of every leaf's dtype, shape and bytes, keyed by its tree path.
+
+  Saved in the step's `meta` (committed by the same Orbax rename as the arrays) and compared after
+  every restore, so flipped bytes in an array file can never load silently. None when the state
+  is spread over several processes (no process sees every value; multi-host runs rely on Orbax).
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for _, x in leaves):
+    return None
+  out = {}
+  for path, x in leaves:
+    a = np.ascontiguousarray(np.asarray(jax.device_get(x)))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+    out[jax.tree_util.keystr(path)] = h.hexdigest()
+  return out
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: dict, meta: dict) -> None:
+  meta = dict(meta, checksums=state_checksums(state))
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           meta=ocp.args.JsonSave(meta)), force=True)
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict):
-  """(state, meta) at `step`; arrays land with the shardings of `abstract_state`."""
-  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                   meta=ocp.args.JsonRestore()))
-  return out["state"], out["meta"]
+  """(state, meta) at `step`, checked against its checksums; arrays land with the shardings of
+  `abstract_state`. Raises CheckpointCorrupted naming the step directory."""
+  where = pathlib.Path(mngr.directory) / str(step)
+  try:
+    out = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  except Exception as e:   # Orbax / tensorstore raise many types for damaged files
+    raise CheckpointCorrupted(
+        f"checkpoint {where} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+        f"; {_advice(mngr, step)}") from e
+  state, meta = out["state"], out["meta"]
+  want = (meta or {}).get("checksums")
+  if want is not None:
+    got = state_checksums(state)
+    if got is not None and got != want:
+      bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+      raise CheckpointCorrupted(
+          f"checkpoint {where} is corrupted: {len(bad)} array(s) differ from the checksums saved "
+          f"with it ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+          f"{_advice(mngr, step)}")
+  return state, meta
+
+
+def _advice(mngr, step: int) -> str:
+  earlier = [s for s in mngr.all_steps() if s < step]
+  if earlier:
+    return (f"delete {pathlib.Path(mngr.directory) / str(step)} to resume from step "
+            f"{max(earlier)}, or restore it from a backup")
+  return "restore it from a backup, or retrain (--config.overwrite=True)"
 
 
 def restore_meta(mngr: ocp.CheckpointManager, step: int) -> dict:

@@ -191,11 +191,15 @@ def open_source(data_config, d_expected: int):
     src = ArraySource(h.tokens, f"planted hierarchy {fields}")
   else:
     from csae_jax import store as store_lib
-    store = store_lib.ActivationStore.open(data_config.path, verify=bool(data_config.verify))
+    store = store_lib.ActivationStore.open(data_config.path)
+    if data_config.verify:
+      store.verify(check_finite=True)   # one pass: checksums and NaN/Inf
     if data_config.split and store.manifest.get("split") != data_config.split:
       raise ValueError(f"store {data_config.path} holds split {store.manifest.get('split')!r} "
                        f"but config.data.split={data_config.split!r}")
     src = _store_source(store, data_config)
+    if not data_config.verify:   # NaN/Inf scan on its own (verify does it in the same pass)
+      store.check_finite(src.tokens if isinstance(src, ArraySource) else None)
   if src.d != d_expected:
     raise ValueError(f"the data ({src.description}) has d={src.d} but config.model.d="
                      f"{d_expected}; set config.model.d={src.d} or use the matching store")

@@ -11,6 +11,8 @@ Each process reads only the rows of the global batch that its own devices hold
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import queue
 import threading
@@ -177,6 +179,37 @@ def make_rule(source, batch_size: int, seed: int, attach: bool = True):
   return BatchRule(source.num_tokens, batch_size, seed)
 
 
+def _sha256_array(a: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()
+
+
+def store_fingerprint(store) -> dict:
+  """What a run's data is, recorded with every checkpoint and compared on resume (a store
+  replaced at the same path must not be resumed silently): the sha256 of the manifest's content
+  checksums (one per chunk, so it changes with any token but not with the creation time),
+  num_tokens, d and dtype."""
+  return {"kind": "store", "num_tokens": store.num_tokens, "d": store.d, "dtype": store.dtype,
+          "manifest_checksums_sha256": hashlib.sha256(
+              json.dumps(store.manifest["checksums"], sort_keys=True).encode()).hexdigest()}
+
+
+def check_fingerprint(saved: dict | None, current: dict, workdir) -> None:
+  """Raises DataMismatch when a resumed run's data differ from the data it was trained on."""
+  if saved is None:      # checkpoints written before fingerprints existed
+    return
+  diff = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+          if saved.get(k) != current.get(k)]
+  if diff:
+    raise DataMismatch(
+        f"{workdir} was trained on different data than config.data gives now ("
+        + "; ".join(diff) + "). Resuming would mix the two silently; point config.data at the "
+        "original data, use another --workdir, or pass --config.overwrite=True to start over.")
+
+
+class DataMismatch(ValueError):
+  """The data of a resumed run are not the data it was trained on."""
+
+
 def open_source(data_config, d_expected: int):
   """The token source named by config.data; every integrity / shape problem raises here."""
   if data_config.kind == "planted":
@@ -189,6 +222,8 @@ def open_source(data_config, d_expected: int):
     except TypeError as e:
       raise ValueError(f"config.data.planted: {e}") from None
     src = ArraySource(h.tokens, f"planted hierarchy {fields}")
+    fingerprint = {"kind": "planted", "num_tokens": int(h.tokens.shape[0]),
+                   "d": int(h.tokens.shape[1]), "tokens_sha256": _sha256_array(h.tokens)}
   else:
     from csae_jax import store as store_lib
     store = store_lib.ActivationStore.open(data_config.path)
@@ -197,9 +232,11 @@ def open_source(data_config, d_expected: int):
     if data_config.split and store.manifest.get("split") != data_config.split:
       raise ValueError(f"store {data_config.path} holds split {store.manifest.get('split')!r} "
                        f"but config.data.split={data_config.split!r}")
+    fingerprint = store_fingerprint(store)
     src = _store_source(store, data_config)
     if not data_config.verify:   # NaN/Inf scan on its own (verify does it in the same pass)
       store.check_finite(src.tokens if isinstance(src, ArraySource) else None)
+  src.fingerprint = fingerprint
   if src.d != d_expected:
     raise ValueError(f"the data ({src.description}) has d={src.d} but config.model.d="
                      f"{d_expected}; set config.model.d={src.d} or use the matching store")

@@ -8,6 +8,7 @@ continues exactly as if never stopped (bitwise on CPU).
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from csae_jax import locks
 from csae_jax import step as step_lib
 from csae_jax.models import Model
 from csae_jax.models import build_model
@@ -31,7 +33,16 @@ from csae_jax.trainer import multihost
 
 
 class RunFinishedError(RuntimeError):
-  """The workdir holds a finished run and the config did not ask to overwrite it."""
+  """The workdir holds a finished run and the config did not ask to overwrite it.
+
+  same_config: the run was asked for again unchanged, so there is nothing to do (launch/train.py
+  prints one line and exits 0); otherwise the config differs and the refusal is an error.
+  """
+
+  def __init__(self, message: str, step: int | None = None, same_config: bool = False):
+    super().__init__(message)
+    self.step = step
+    self.same_config = same_config
 
 
 class TrainingDiverged(FloatingPointError):
@@ -177,9 +188,11 @@ def _check_run_dir(run_dir: ckpt_lib.RunDir, plain: dict, overwrite: bool) -> No
   if run_dir.finished():
     if not overwrite:
       info = run_dir.info()
+      same = not cfg_lib.differences(ckpt_lib.read_json(run_dir.config), plain)
       raise RunFinishedError(
           f"{run_dir.root} holds a finished run (step {info.get('step')}); refusing to overwrite "
-          "it. Use another --workdir, or pass --config.overwrite=True to delete it and retrain.")
+          "it. Use another --workdir, or pass --config.overwrite=True to delete it and retrain.",
+          step=info.get("step"), same_config=same)
     logging.warning("overwriting the finished run in %s (config.overwrite=True)", run_dir.root)
     run_dir.wipe()
     return
@@ -222,18 +235,18 @@ def _devices(config) -> list:
 
 
 def _setup(config, workdir) -> _Setup:
-  """Phase 1: validate the config and the workdir, open the data, lay the state out on the mesh."""
-  config = cfg_lib.complete(config)
-  cfg_lib.validate(config)
-  multihost.initialize_from_config(config)
+  """Phase 1 (config already validated): open the data, check the workdir, lay the state out.
+
+  The data are opened (integrity, NaN/Inf, shape) before the workdir check, so bad data never
+  get an overwrite=True run wiped.
+  """
   primary = jax.process_index() == 0
   run_dir = ckpt_lib.RunDir(workdir)
   plain = cfg_lib.to_plain(config)
-  _check_run_dir(run_dir, plain, bool(config.overwrite))
-  _barrier("csae_trainer_checked_workdir")   # process 0 may have wiped an overwritten run
-
   model = build_model(config.model, config.steps)
-  source = data_lib.open_source(config.data, model.d)      # integrity and shape errors raise here
+  source = data_lib.open_source(config.data, model.d)      # integrity, NaN/Inf, shape errors
+  _check_run_dir(run_dir, plain, bool(config.overwrite))   # only now may a run be wiped
+  _barrier("csae_trainer_checked_workdir")   # process 0 may have wiped an overwritten run
   mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model, _devices(config))
   if config.batch_size % mesh.shape["data"]:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the data axis "
@@ -260,6 +273,8 @@ def _restore_or_init(s: _Setup, mngr) -> tuple[Any, float, int]:
     target = {"train_state": _with_shardings(s.abstract, s.layout.state),
               "rng": jax.ShapeDtypeStruct(s.rng.shape, s.rng.dtype, sharding=s.layout.replicated)}
     restored, meta = ckpt_lib.restore(mngr, latest, target)
+    data_lib.check_fingerprint(meta.get("data_fingerprint"), s.source.fingerprint,
+                               s.run_dir.root)
     shuffle = data_lib.shuffle_kind(s.source)
     if meta.get("shuffle", "global") != shuffle:
       raise ValueError(
@@ -430,9 +445,28 @@ def _finish(s: _Setup, ckpts: _Checkpoints, ts, start: int, input_scale: float,
 def train(config, workdir) -> TrainResult:
   """Trains (or resumes) the run in `workdir`; see csae_jax/trainer/config.py for the keys.
 
-  Phases: set up (config, workdir, data, mesh) -> restore or initialise -> compile the step ->
-  run the steps (checks, logs, checkpoints, preemption) -> final checkpoint and report.
+  The config is validated before anything is written; process 0 then holds the workdir's lock
+  (csae_jax/locks.py) for the whole run, so a second trainer on the same workdir is refused.
+  Phases: set up (data, workdir, mesh) -> restore or initialise -> compile the step -> run the
+  steps (checks, logs, checkpoints, preemption) -> final checkpoint and report.
   """
+  config = cfg_lib.complete(config)
+  cfg_lib.validate(config)
+  multihost.initialize_from_config(config)
+  if jax.process_index() != 0:
+    return _train(config, workdir)
+  root = pathlib.Path(workdir)
+  created = not root.exists()
+  try:
+    with locks.workdir_lock(root):
+      return _train(config, workdir)
+  except BaseException:
+    if created and root.is_dir() and not any(root.iterdir()):
+      root.rmdir()     # refused before writing anything: leave no empty workdir behind
+    raise
+
+
+def _train(config, workdir) -> TrainResult:
   t_start = time.time()
   s = _setup(config, workdir)
   if s.primary:
@@ -441,6 +475,7 @@ def train(config, workdir) -> TrainResult:
   mngr = ckpt_lib.manager(s.run_dir, s.config.keep)
   ts, input_scale, start = _restore_or_init(s, mngr)
   meta = {"input_scale": input_scale, "config": s.plain, "data": s.source.description,
+          "data_fingerprint": s.source.fingerprint,
           "num_tokens": s.source.num_tokens, "process_count": jax.process_count(),
           "mesh": dict(s.mesh.shape), "shuffle": data_lib.shuffle_kind(s.source)}
   ckpts = _Checkpoints(s, mngr, meta)

@@ -14,6 +14,8 @@ import time
 
 from absl import logging
 
+from csae_jax import fileio
+
 
 def _finite_or_str(v: float):
   return v if math.isfinite(v) else str(v)
@@ -35,7 +37,8 @@ class MetricWriter:
             kept.append(line)
         except json.JSONDecodeError:
           continue  # a line cut by a kill
-      metrics_path.write_text("".join(l + "\n" for l in kept))
+      # atomic: a kill here must not lose the lines up to the checkpoint
+      fileio.write_text_atomic(metrics_path, "".join(l + "\n" for l in kept))
     self._file = open(metrics_path, "a")
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)

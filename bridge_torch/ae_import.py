@@ -150,9 +150,11 @@ def main(argv) -> None:
   """python -m bridge_torch.ae_import --ae_pt=ae.pt --out=DIR --input_scale=S"""
   del argv
   f = flags.FLAGS
-  out = import_ae_pt_to_export(f.ae_pt, f.out, input_scale=f.input_scale,
-                               level2_biases_scaled=not f.level2_not_scaled,
-                               hooked_module=f.hooked_module, overwrite=f.overwrite)
+  from csae_jax import cli
+  with cli.user_errors_exit("ae_import"):
+    out = import_ae_pt_to_export(f.ae_pt, f.out, input_scale=f.input_scale,
+                                 level2_biases_scaled=not f.level2_not_scaled,
+                                 hooked_module=f.hooked_module, overwrite=f.overwrite)
   print(f"wrote {out}")
 
 

@@ -505,8 +505,10 @@ def main(argv) -> None:
   """python -m csae_jax.export --workdir=RUN --out=DIR [--level=L] [--saelens] [--overwrite]"""
   del argv
   f = flags.FLAGS
-  out = export_run(f.workdir, f.out, step=f.step, level=f.level, saelens=f.saelens,
-                   overwrite=f.overwrite)
+  from csae_jax import cli
+  with cli.user_errors_exit("export"):
+    out = export_run(f.workdir, f.out, step=f.step, level=f.level, saelens=f.saelens,
+                     overwrite=f.overwrite)
   print(f"wrote {out}")
 
 

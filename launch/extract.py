@@ -90,12 +90,13 @@ def _shard_index() -> int:
 
 
 def main(argv):
-  from csae_jax.store import StoreError
+  from csae_jax import cli
   try:
-    _main(argv)
-  except (StoreError, ValueError, ImportError, FileNotFoundError) as e:   # clear one-line errors
-    logging.error("%s: %s", type(e).__name__, e)
-    sys.exit(f"extract: {type(e).__name__}: {e}")
+    with cli.user_errors_exit("extract"):
+      _main(argv)
+  except ImportError as e:   # a missing optional package (h5py, a backbone): one line too
+    print(f"extract: {cli.one_line(e)}", file=sys.stderr)
+    sys.exit(cli.EXIT_USER_ERROR)
 
 
 def _main(argv):

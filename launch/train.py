@@ -3,8 +3,10 @@
   python -m launch.train --config=configs/csae_release.py --workdir=runs/csae \
       --config.data.path=stores/qwen3vl_imagenet_train --config.steps=20000
 
-Rerunning the same command resumes from the latest checkpoint; a finished run is never
-overwritten unless --config.overwrite=True. Multi-host: run one process per host with the same
+Rerunning the same command resumes from the latest checkpoint, and once the run is finished
+prints "finished at step N: nothing to do" and exits 0; a finished run is never overwritten unless
+--config.overwrite=True. User errors (bad config, bad data, a locked workdir) print one line and
+exit 2. Multi-host: run one process per host with the same
 flags (SLURM and TPU pods are detected; see launch/slurm_train.sbatch) or pass --coordinator,
 --num_processes and --process_id. Exit status 143 means stopped by SIGTERM after checkpointing.
 """
@@ -28,6 +30,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+  from csae_jax import cli
+  from csae_jax.trainer import RunFinishedError
+  try:
+    with cli.user_errors_exit("train"):
+      _main(argv)
+  except RunFinishedError as e:
+    if not e.same_config:
+      print(f"train: {cli.one_line(e)}", file=sys.stderr)
+      sys.exit(cli.EXIT_USER_ERROR)
+    print(f"finished at step {e.step}: nothing to do")
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from csae_jax import trainer
@@ -35,7 +50,10 @@ def main(argv):
   from csae_jax.trainer import multihost
   metrics_lib.quiet_library_logs()
   from csae_jax.trainer import config as cfg_lib
-  config = cfg_lib.complete(_CONFIG.value)
+  raw = _CONFIG.value
+  if type(raw).__name__ == "_ErrorConfig":   # config_flags defers a failed load to first use
+    raise FileNotFoundError(f"--config could not be loaded: {raw._error}")
+  config = cfg_lib.complete(raw)
   if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value >= 0:
     config.distributed.coordinator = _COORDINATOR.value
     config.distributed.num_processes = _NUM_PROCESSES.value

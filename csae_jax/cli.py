@@ -37,6 +37,12 @@ def user_errors_exit(prog: str):
   """Context manager: a user error inside prints one line to stderr and exits with status 2."""
   try:
     yield
-  except USER_ERRORS + _extra_user_errors() as e:
+  except USER_ERRORS + _extra_user_errors() + (OSError,) as e:
+    from csae_jax import fileio
+    if isinstance(e, OSError) and not isinstance(e, USER_ERRORS + _extra_user_errors()) \
+        and not fileio.is_disk_full(e):
+      raise
+    if fileio.is_disk_full(e) and not isinstance(e, fileio.DiskFullError):
+      e = fileio.DiskFullError(28, f"no space left on the device ({' '.join(str(e).split())[:200]})")
     print(f"{prog}: {one_line(e)}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)

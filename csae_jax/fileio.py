@@ -40,9 +40,18 @@ def dir_mode() -> int:
   return 0o777 & ~umask()
 
 
+# how tensorstore / Orbax report ENOSPC: a ValueError whose text carries the OS error
+_NO_SPACE_TEXT = ("No space left on device", "os_error_code='28'", "Disk quota exceeded")
+
+
 def is_disk_full(err: BaseException) -> bool:
-  while err is not None:
+  """ENOSPC / EDQUOT anywhere in the exception chain (OSError errno or library message text)."""
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
     if isinstance(err, OSError) and err.errno in _NO_SPACE:
+      return True
+    if any(t in str(err) for t in _NO_SPACE_TEXT):
       return True
     err = err.__cause__ or err.__context__
   return False

@@ -449,16 +449,10 @@ class StoreWriter:
     return path
 
   def _rename(self) -> str:
-    old = None
-    if os.path.exists(self.path):
-      if not self.overwrite:
-        raise StoreError(f"{self.path} appeared while writing; pass overwrite=True to replace it "
-                         f"(the finished store is kept in {self.partial})")
-      old = f"{self.path}.old-{os.getpid()}"
-      os.replace(self.path, old)
-    os.replace(self.partial, self.path)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(self.path) and not self.overwrite:
+      raise StoreError(f"{self.path} appeared while writing; pass overwrite=True to replace it "
+                       f"(the finished store is kept in {self.partial})")
+    fileio.replace_dir(self.partial, self.path)
     return self.path
 
   def __enter__(self):

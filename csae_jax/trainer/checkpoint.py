@@ -9,6 +9,7 @@ Every step's meta also holds sha256 checksums of the state's arrays, checked on 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pathlib
@@ -90,9 +91,34 @@ def state_checksums(state) -> dict[str, str] | None:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: dict, meta: dict) -> None:
+  """Starts an (asynchronous) save; a full disk here or in `wait` raises DiskFullError."""
   meta = dict(meta, checksums=state_checksums(state))
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          meta=ocp.args.JsonSave(meta)), force=True)
+  with _disk_full_is_one_error(mngr, step):
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the pending save; a full disk becomes one DiskFullError and no temp directory."""
+  with _disk_full_is_one_error(mngr, None):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_error(mngr, step):
+  try:
+    yield
+  except Exception as e:
+    if not fileio.is_disk_full(e):
+      raise
+    root = pathlib.Path(mngr.directory)
+    for tmp in root.glob("*.orbax-checkpoint-tmp*"):   # the unfinished step: no litter
+      shutil.rmtree(tmp, ignore_errors=True)
+    kept = [s for s in mngr.all_steps() if (root / str(s)).is_dir()]
+    raise fileio.DiskFullError(
+        28, f"no space left on the device while writing a checkpoint in {root}; the unfinished "
+        f"checkpoint was removed, the complete ones ({kept or 'none'}) are intact. Free space "
+        "and rerun the same command to resume.") from None
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict):

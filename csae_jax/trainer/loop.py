@@ -413,7 +413,7 @@ def _run_steps(s: _Setup, ts, start: int, step_fn, ckpts: _Checkpoints):
         ckpts.check(pending)
   finally:
     batches.close()
-    ckpts.mngr.wait_until_finished()
+    ckpt_lib.wait(ckpts.mngr)
     writer.close()
     progress.close()
   return ts, last_metrics, preempted
@@ -426,7 +426,7 @@ def _finish(s: _Setup, ckpts: _Checkpoints, ts, start: int, input_scale: float,
   final_step = int(_host(ts.step))
   if not preempted and mngr.latest_step() != final_step:
     ckpts.save(final_step, ts)
-    mngr.wait_until_finished()
+    ckpt_lib.wait(mngr)
   if s.primary and not preempted:
     ckpt_lib.write_json_atomic(s.run_dir.run_info, {
         "finished": final_step >= s.config.steps, "step": final_step, "input_scale": input_scale,

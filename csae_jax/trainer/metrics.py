@@ -106,9 +106,13 @@ class _LibraryInfoFilter(logging_std.Filter):
   NOISY = ("/orbax/", "/jax/_src/", "/tensorstore/", "/etils/")
 
   def filter(self, record):
+    noisy = any(part in record.pathname for part in self.NOISY)
+    if noisy and (fileio.is_disk_full(Exception(record.getMessage()))
+                  or (record.exc_info and fileio.is_disk_full(record.exc_info[1]))):
+      return False   # Orbax logs each failed writer thread's traceback; the trainer says it once
     if record.levelno >= logging_std.WARNING:
       return True
-    return not any(part in record.pathname for part in self.NOISY)
+    return not noisy
 
 
 def quiet_library_logs() -> None:

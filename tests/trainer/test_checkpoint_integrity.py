@@ -1,6 +1,5 @@
 """Row 2 of issue 10: flipped bytes in a checkpoint's array files are detected by load_run, by a
 resumed train() and by export (checksums saved in each step's meta, compared after restore)."""
-import os
 import pathlib
 import shutil
 

@@ -96,3 +96,13 @@ def test_state_checksums_see_every_leaf():
   c = {"w": jnp.arange(6.0).reshape(3, 2), "b": jnp.zeros(3, jnp.int32)}   # same bytes, new shape
   sa, sb, sc = (ckpt_lib.state_checksums(t) for t in (a, b, c))
   assert sa["['b']"] == sb["['b']"] and sa["['w']"] != sb["['w']"] and sa["['w']"] != sc["['w']"]
+
+
+def test_run_files_have_the_umask_modes(run_dir):
+  """Row 15: config.json / run.json / metrics were 0600 (mkstemp); now the umask's usual modes."""
+  import stat
+  from csae_jax import fileio
+  _, wd = run_dir
+  for name in ("config.json", "run.json", "metrics.jsonl"):
+    assert stat.S_IMODE((wd / name).stat().st_mode) == fileio.file_mode(), name
+  assert stat.S_IMODE(wd.stat().st_mode) == fileio.dir_mode()

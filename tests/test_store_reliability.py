@@ -65,9 +65,11 @@ def test_overwrite_refuses_a_directory_that_is_not_a_store(tmp_path):
 def test_malformed_manifest_fields_are_named(tmp_path, field, value, message):
   path = S.write_store(str(tmp_path / "s"), _acts(), [0, 40])
   mpath = os.path.join(path, S.MANIFEST)
-  manifest = json.load(open(mpath))
+  with open(mpath) as f:
+    manifest = json.load(f)
   manifest[field] = value
-  json.dump(manifest, open(mpath, "w"))
+  with open(mpath, "w") as f:
+    json.dump(manifest, f)
   with pytest.raises(S.StoreError, match=message):
     S.ActivationStore.open(path)
 

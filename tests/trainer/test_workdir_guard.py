@@ -47,20 +47,20 @@ def test_lock_stale_takeover_and_swapped_store(tmp_path):
   store = tmp_path / "store"
   store_lib.write_store(str(store), toks, offsets, chunk_tokens=128)
   wd = tmp_path / "run"
-  log = open(tmp_path / "log.txt", "w")
-  proc = subprocess.Popen(launch_cmd("tiny_relu", wd, *_overrides(store)), env=subprocess_env(),
-                          stdout=log, stderr=log)
-  try:
-    deadline = time.time() + 180
-    while not (wd / "checkpoints" / "25").is_dir() and proc.poll() is None \
-        and time.time() < deadline:
-      time.sleep(0.02)
-    assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-    with pytest.raises(locks.LockHeldError, match=f"pid {proc.pid} on host .*training"):
-      trainer.train(_config(store), wd)
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+  with open(tmp_path / "log.txt", "w") as log:
+    proc = subprocess.Popen(launch_cmd("tiny_relu", wd, *_overrides(store)),
+                            env=subprocess_env(), stdout=log, stderr=log)
+    try:
+      deadline = time.time() + 180
+      while not (wd / "checkpoints" / "25").is_dir() and proc.poll() is None \
+          and time.time() < deadline:
+        time.sleep(0.02)
+      assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+      with pytest.raises(locks.LockHeldError, match=f"pid {proc.pid} on host .*training"):
+        trainer.train(_config(store), wd)
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
   assert json.loads((wd / locks.LOCK_NAME).read_text())["pid"] == proc.pid   # left behind
 
   # the store is replaced at the same path by other data of the same shape

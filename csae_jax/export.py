@@ -129,7 +129,7 @@ def _is_export_dir(path: Path) -> bool:
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
   if out_dir.exists() and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-  fileio.check_overwrite_target(out_dir, _is_export_dir, "csae_jax or SAELens export")
+  fileio.check_overwrite_target(out_dir, _is_export_dir, "a csae_jax or SAELens export")
 
 
 def _save_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):

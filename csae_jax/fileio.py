@@ -182,13 +182,14 @@ def write_dir_atomic(out_dir, files: dict[str, Callable[[Path], Any]]) -> Path:
 
 def check_overwrite_target(path, is_expected_kind: Callable[[Path], bool], kind: str) -> None:
   """--overwrite may replace `path` only if it is empty or already holds `kind` output (row 4:
-  an overwrite flag must never delete an unrelated directory)."""
+  an overwrite flag must never delete an unrelated directory). kind: what is written, with its
+  article ("an activation store")."""
   path = Path(path)
   if not path.exists():
     return
   if not path.is_dir():
     raise FileExistsError(f"{path} exists and is not a directory; refusing to overwrite it with "
-                          f"a {kind}")
+                          f"{kind}")
   if any(path.iterdir()) and not is_expected_kind(path):
-    raise FileExistsError(f"{path} is not empty and does not hold a {kind}; refusing to delete "
+    raise FileExistsError(f"{path} is not empty and does not hold {kind}; refusing to delete "
                           "it (--overwrite only replaces a previous output of the same kind)")

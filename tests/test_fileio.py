@@ -38,13 +38,13 @@ def test_write_lines_atomic(tmp_path):
 
 def test_check_overwrite_target(tmp_path):
   (tmp_path / "e").mkdir()
-  fileio.check_overwrite_target(tmp_path / "e", lambda p: False, "thing")     # empty: fine
+  fileio.check_overwrite_target(tmp_path / "e", lambda p: False, "a thing")   # empty: fine
   (tmp_path / "e" / "f").write_text("x")
   with pytest.raises(FileExistsError, match="not empty and does not hold a thing"):
-    fileio.check_overwrite_target(tmp_path / "e", lambda p: False, "thing")
-  fileio.check_overwrite_target(tmp_path / "e", lambda p: True, "thing")
+    fileio.check_overwrite_target(tmp_path / "e", lambda p: False, "a thing")
+  fileio.check_overwrite_target(tmp_path / "e", lambda p: True, "a thing")
   with pytest.raises(FileExistsError, match="is not a directory"):
-    fileio.check_overwrite_target(tmp_path / "e" / "f", lambda p: True, "thing")
+    fileio.check_overwrite_target(tmp_path / "e" / "f", lambda p: True, "a thing")
 
 
 def test_lock_is_exclusive_and_released(tmp_path):

@@ -44,7 +44,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_store(tmp_path):
   victim = tmp_path / "results"
   victim.mkdir()
   (victim / "paper.pdf").write_bytes(b"%PDF")
-  with pytest.raises(S.StoreError, match="does not hold a activation store|not empty"):
+  with pytest.raises(S.StoreError, match="does not hold an activation store"):
     S.write_store(str(victim), _acts(), [0, 40], overwrite=True)
   assert (victim / "paper.pdf").read_bytes() == b"%PDF"
   assert sorted(os.listdir(tmp_path)) == ["results"]         # no .partial / lock litter

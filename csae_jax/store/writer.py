@@ -485,7 +485,7 @@ def _rewrite_jsonl(path: str, recs: list[dict]) -> None:
 def check_overwrite(path: str) -> None:
   """overwrite=True replaces a store (or an empty directory), never anything else (row 4)."""
   try:
-    fileio.check_overwrite_target(path, lambda p: is_store_dir(str(p)), "activation store")
+    fileio.check_overwrite_target(path, lambda p: is_store_dir(str(p)), "an activation store")
   except FileExistsError as e:
     raise StoreError(str(e)) from None
 

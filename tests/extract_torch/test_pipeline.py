@@ -284,3 +284,15 @@ def test_fifo_in_image_folder_is_listed_in_the_manifest(tiny_dirs, hooked, tmp_p
   st = store_lib.ActivationStore.open(pipeline.extract(cfg, src, hooked=hooked["gemma3"]).path)
   assert st.image_ids == ["cat/0.png"]
   assert st.manifest["source"]["not_regular_files"] == ["cat/x.png"]
+
+
+def test_overwrite_refuses_an_unrelated_out_before_loading_the_model(tmp_path):
+  """Row 4 of issue 10: --overwrite onto a folder that is not a store deleted it."""
+  victim = tmp_path / "notes"
+  victim.mkdir()
+  (victim / "todo.txt").write_text("keep me")
+  cfg = pipeline.ExtractConfig(model=str(tmp_path / "no_model_needed"), out=str(victim),
+                               overwrite=True, progress=False)
+  with pytest.raises(store_lib.StoreError, match="does not hold an activation store"):
+    pipeline.extract(cfg, sources.procedural_source(n_per_class=1))
+  assert (victim / "todo.txt").read_text() == "keep me"

@@ -10,6 +10,8 @@ activations (SPEC 1), but Level 2's biases and threshold were multiplied by s al
 are unit atoms, which SPEC 1 forbids. The import undoes it: Level-2 encoder bias, b_dec and
 threshold are divided by `input_scale` (the s of their run). Without s the import refuses, unless
 the caller states `level2_biases_scaled=False` (a checkpoint saved before scaling, or with s = 1).
+`release_faithful=True` keeps the Level-2 biases and threshold AS SAVED (scaled), as the
+release's own evaluation loads them, to reproduce the authors' numbers (docs/release_faithful.md).
 Loaded with torch.load(weights_only=True): a file with pickled objects is refused.
 """
 from __future__ import annotations
@@ -69,8 +71,12 @@ def _level(sd, prefix: str, path) -> dict[str, np.ndarray]:
   return out
 
 
-def import_ae_pt(path, *, input_scale: float | None = None, level2_biases_scaled: bool = True):
-  """ae.pt -> (Model, params, state, live_masks) in csae_jax's layout, for raw activations."""
+def import_ae_pt(path, *, input_scale: float | None = None, level2_biases_scaled: bool = True,
+                 release_faithful: bool = False):
+  """ae.pt -> (Model, params, state, live_masks) in csae_jax's layout, for raw activations.
+
+  release_faithful: Level-2 biases and threshold as saved (no input_scale needed or used).
+  """
   from csae_jax import cascade as cascade_lib
   from csae_jax.families import make_config
   from csae_jax.models import Model
@@ -82,7 +88,7 @@ def import_ae_pt(path, *, input_scale: float | None = None, level2_biases_scaled
   n2, d2 = lv2["encoder.weight"].shape
   if d2 != d:
     raise CheckpointError(f"{path}: sae2 reads d={d2} but sae1's atoms have d={d}")
-  if level2_biases_scaled:
+  if level2_biases_scaled and not release_faithful:
     if input_scale is None:
       raise CheckpointError(
           f"{path}: the release's save step multiplied Level-2 biases and threshold by the input "
@@ -119,13 +125,16 @@ def import_ae_pt(path, *, input_scale: float | None = None, level2_biases_scaled
 
 def import_ae_pt_to_export(path, out_dir, *, input_scale: float | None = None,
                            level2_biases_scaled: bool = True, hooked_module: str | None = None,
-                           source_model: str | None = None, overwrite: bool = False) -> Path:
+                           source_model: str | None = None, overwrite: bool = False,
+                           release_faithful: bool = False) -> Path:
   """ae.pt -> a native csae_jax export (the format every tool here reads)."""
   from csae_jax import export
   model, params, state, live = import_ae_pt(path, input_scale=input_scale,
-                                            level2_biases_scaled=level2_biases_scaled)
+                                            level2_biases_scaled=level2_biases_scaled,
+                                            release_faithful=release_faithful)
+  unscaled = level2_biases_scaled and not release_faithful
   meta = {"imported_from": str(path), "level2_biases_unscaled_by": (
-      float(input_scale) if level2_biases_scaled else None),
+      float(input_scale) if unscaled else None), "release_faithful": bool(release_faithful),
           "live_n1": int(live["live_n1"]) if "live_n1" in live else None,
           "live_n2": int(live["live_n2"]) if "live_n2" in live else None}
   return export.export_model(out_dir, model, params, state, input_scale=1.0,
@@ -141,6 +150,8 @@ def _define_flags() -> None:
                      "The run's input scale s (undoes the Level-2 bias/threshold scaling).")
   flags.DEFINE_bool("level2_not_scaled", False,
                     "The checkpoint's Level-2 biases were not multiplied by s.")
+  flags.DEFINE_bool("release_faithful", False, "Keep Level-2 biases/threshold as saved, as the "
+                    "release's evaluation does (docs/release_faithful.md).")
   flags.DEFINE_string("hooked_module", None, "Module path the SAE was trained on.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing export.")
   flags.mark_flags_as_required(["ae_pt", "out"])
@@ -154,7 +165,8 @@ def main(argv) -> None:
   with cli.user_errors_exit("ae_import"):
     out = import_ae_pt_to_export(f.ae_pt, f.out, input_scale=f.input_scale,
                                  level2_biases_scaled=not f.level2_not_scaled,
-                                 hooked_module=f.hooked_module, overwrite=f.overwrite)
+                                 hooked_module=f.hooked_module, overwrite=f.overwrite,
+                                 release_faithful=f.release_faithful)
   print(f"wrote {out}")
 
 

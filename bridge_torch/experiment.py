@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import functools
 import math
 import os
 from typing import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from csae_jax import fileio
+from bridge_torch import release_steering
 from bridge_torch import steering
 from bridge_torch.judges import Concept, Judge
 from bridge_torch.sae import TorchExport, TorchSAE
@@ -38,6 +40,8 @@ class SteerConfig:
   threshold_floor: float = 1.0            # theta' = max(Level-1 threshold, floor)
   min_children: int = 2
   chunk_tokens: int = 4096
+  # the release's top images, sigma_A and alive rule (bridge_torch/release_steering.py)
+  release_faithful: bool = False
 
 
 @dataclasses.dataclass
@@ -64,22 +68,35 @@ def plan_clusters(export: TorchExport, read_tokens, token_offsets, cfg: SteerCon
                   labels=None, label_names=None, matryoshka: TorchSAE | None = None
                   ) -> list[ClusterPlan]:
   """Clusters, scales, arms and concepts from the training activations (SPEC 5)."""
-  v, alive = steering.image_codes(export.level1, read_tokens, token_offsets, cfg.chunk_tokens)
+  if cfg.release_faithful:
+    codes_fn = functools.partial(release_steering.dense_image_means, read_tokens=read_tokens,
+                                 token_offsets=token_offsets, chunk_tokens=cfg.chunk_tokens)
+  else:
+    codes_fn = functools.partial(steering.image_codes, read_tokens=read_tokens,
+                                 token_offsets=token_offsets, chunk_tokens=cfg.chunk_tokens)
+
+  def scale(sae, v_, atoms_):
+    if not cfg.release_faithful:
+      return steering.concept_scale(v_, atoms_, float(sae.threshold), cfg.top_images,
+                                    cfg.threshold_floor)
+    return release_steering.token_concept_scale(
+        sae, read_tokens, token_offsets, atoms_, steering.top_images(v_, atoms_, cfg.top_images),
+        float(sae.threshold), cfg.threshold_floor)
+
+  v, alive = codes_fn(export.level1)
   vm = None
   if matryoshka is not None:
-    vm, _ = steering.image_codes(matryoshka, read_tokens, token_offsets, cfg.chunk_tokens)
+    vm, _ = codes_fn(matryoshka)
   cands = steering.clusters(export, alive, cfg.min_children)
   units = steering.choose_clusters(cands, cfg.num_clusters, cfg.seed, cfg.clusters)
-  theta1 = float(export.level1.threshold)
   plans = []
   for i, unit in enumerate(units):
     atoms = cands[unit]
     arms = steering.make_arms(v, atoms, alive, cfg.seed + i, vm, cfg.top_images)
-    sigma = steering.concept_scale(v, atoms, theta1, cfg.top_images, cfg.threshold_floor)
+    sigma = scale(export.level1, v, atoms)
     sigma_m = None
     if matryoshka is not None:
-      sigma_m = steering.concept_scale(vm, arms.matryoshka, float(matryoshka.threshold),
-                                       cfg.top_images, cfg.threshold_floor)
+      sigma_m = scale(matryoshka, vm, arms.matryoshka)
     tops = steering.top_images(v, atoms, cfg.top_images)
     plans.append(ClusterPlan(unit, arms, sigma, sigma_m,
                              _concept_for(unit, tops, cfg, labels, label_names), tops))

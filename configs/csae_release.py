@@ -6,9 +6,15 @@ level annealed from d over the first 10% of steps, thresholds EMA after step 100
   python launch/train.py --config=configs/csae_release.py --workdir=runs/csae_release \
       --config.data.path=stores/qwen3vl_imagenet_train
 
-When no atom is live the Level-2 term is skipped (the paper); the release uses all atoms:
---config.model.cascade.empty_live=all.
+Release-faithful throughout: when no atom is live the release uses all atoms (empty_live=all;
+the paper skips the Level-2 term), and `eval.release_faithful=True` records that this run is to
+be evaluated the release's way (docs/release_faithful.md): the experiments runner's
+--config.eval.release_faithful=True (4096-token chunks inside 16-image batches, alive = top-20),
+steering's --config.steer.release_faithful=True (dense top images and sigma_A), and
+`python -m bridge_torch.ae_import --release_faithful` for the authors' ae.pt.
 """
+import ml_collections
+
 from csae_jax.trainer.config import PAPER_K
 from csae_jax.trainer.config import PAPER_N
 from csae_jax.trainer.config import QWEN3VL_D
@@ -25,7 +31,8 @@ def get_config():
       dict(family="batchtopk", n=PAPER_N["l2"], k=PAPER_K["l2"], aux_k=None),
   ]
   c.model.cascade = dict(alphas=[1.0], level_start_steps=[10_000], stop_gradient="full",
-                         empty_live="skip", k_anneal_frac=0.1)
+                         empty_live="all", k_anneal_frac=0.1)
   paper_run(c)
   c.lr = 1e-4
+  c.eval = ml_collections.ConfigDict(dict(release_faithful=True))
   return c

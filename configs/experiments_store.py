@@ -64,6 +64,9 @@ def get_config():
   c.eval.hac_linkage = "ward"
   c.eval.spectral_neighbors = 10
   c.eval.top_images = 16
+  c.eval.release_faithful = False  # True: the authors' evaluation (csae_jax/evaluation/release.py:
+                                   # 4096-token chunks inside 16-image batches, alive = top-20)
+  c.eval.images_per_batch = config_dict.placeholder(int)  # None: global chunks (SPEC 4)
   c.eval.match_cos = 0.8           # planted recovery: an atom matches a child at this cosine
 
   c.report = ml_collections.ConfigDict()

@@ -29,7 +29,8 @@ def get_config(family: str = "qwen3_vl"):
   # for the judge (default: the most common label of the cluster's top training images)
   c.steer = ml_collections.ConfigDict(dict(
       num_clusters=10, clusters=[], concepts={}, seed=0, top_images=10, insert_images=100,
-      scale_mult=3.0, threshold_floor=1.0, min_children=2, chunk_tokens=4096))
+      scale_mult=3.0, threshold_floor=1.0, min_children=2, chunk_tokens=4096,
+      release_faithful=False))   # True: the release's sigma_A / top images / alive rule
   c.judge = ml_collections.ConfigDict(dict(
       name="wordlist",       # wordlist | minilm | http
       threshold=0.35,        # minilm cosine threshold

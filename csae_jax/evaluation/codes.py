@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from csae_jax.evaluation import release as release_lib
 from csae_jax.evaluation.subjects import Subject
 
 
@@ -31,6 +32,9 @@ class PassOptions:
   top_alive: int = 12       # SPEC 4: dense top-12
   act_min: float = 1e-3     # SPEC 4: value > 1e-3
   coactivation: bool = True
+  # None: global windows of chunk_tokens (SPEC 4); an int: the release's batches of that many
+  # whole images, each cut into chunk_tokens windows (csae_jax.evaluation.release)
+  images_per_batch: int | None = None
 
 
 @dataclasses.dataclass
@@ -91,8 +95,8 @@ def run_pass(subject: Subject, source, opts: PassOptions = PassOptions(),
   c = int(opts.chunk_tokens)
   sse = sum_xx = l0 = 0.0
   sum_x = np.zeros(subject.d, np.float64)
-  for start in range(0, total, c):  # a loop over token chunks; each chunk is one vectorised step
-    stop = min(start + c, total)
+  # a loop over token chunks; each chunk is one vectorised step
+  for start, stop in release_lib.chunk_bounds(offsets, c, opts.images_per_batch):
     x = np.asarray(source.read_tokens(start, stop), np.float32)
     if x.shape != (stop - start, subject.d):
       raise ValueError(f"read_tokens({start}, {stop}) returned shape {x.shape}")

@@ -46,6 +46,8 @@ class Options:
   per_band: int = 3
   top_labels: int = 5
   heatmap_images: int = 4
+  # None: global 4096-token chunks (SPEC 4); 16: the release's chunks inside 16-image batches
+  images_per_batch: int | None = None
 
   def validate(self):
     if self.children not in CHILDREN_MODES:
@@ -59,6 +61,8 @@ class Options:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
     if not isinstance(self.heatmap_images, int) or self.heatmap_images < 0:
       raise ValueError(f"heatmap_images must be a non-negative integer, got {self.heatmap_images!r}")
+    if self.images_per_batch is not None and self.images_per_batch <= 0:
+      raise ValueError(f"images_per_batch must be None or positive, got {self.images_per_batch}")
 
 
 @dataclasses.dataclass
@@ -138,7 +142,8 @@ def evaluate(subject: Subject, source, options: Options = Options(), *, progress
     pass_result = codes_lib.run_pass(
         subject, source,
         codes_lib.PassOptions(options.chunk_tokens, options.top_alive, options.act_min,
-                              coactivation=need_coact),
+                              coactivation=need_coact,
+                              images_per_batch=options.images_per_batch),
         progress=progress)
   pr = pass_result
   if options.children == "all":

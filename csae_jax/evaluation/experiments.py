@@ -30,6 +30,7 @@ from absl import logging
 from csae_jax import families
 from csae_jax.evaluation import evaluator as eval_lib
 from csae_jax.evaluation import recovery as recovery_lib
+from csae_jax.evaluation import release as release_lib
 from csae_jax.evaluation import sources as sources_lib
 from csae_jax.evaluation import subjects as subjects_lib
 
@@ -92,11 +93,18 @@ def validate(config) -> None:
 
 
 def eval_options(config, posthoc=None) -> eval_lib.Options:
+  """eval.release_faithful=True overrides chunks and the alive rule (evaluation/release.py)."""
   e = config.eval
-  return eval_lib.Options(chunk_tokens=e.chunk_tokens, top_alive=e.top_alive, act_min=e.act_min,
+  chunk, top_alive, act_min = e.chunk_tokens, e.top_alive, e.act_min
+  per_batch = e.get("images_per_batch", None)
+  if e.get("release_faithful", False):
+    chunk, top_alive = release_lib.RELEASE_CHUNK_TOKENS, release_lib.RELEASE_TOP_ALIVE
+    act_min, per_batch = release_lib.RELEASE_ACT_MIN, release_lib.RELEASE_IMAGES_PER_BATCH
+  return eval_lib.Options(chunk_tokens=chunk, top_alive=top_alive, act_min=act_min,
                           children=e.children, posthoc=posthoc, posthoc_clusters=config.n2,
                           hac_linkage=e.hac_linkage, spectral_neighbors=e.spectral_neighbors,
-                          top_images=e.top_images, seed=config.train.seed)
+                          top_images=e.top_images, seed=config.train.seed,
+                          images_per_batch=per_batch)
 
 
 # ----------------------------------------------------------------------------- data

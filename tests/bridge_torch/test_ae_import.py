@@ -106,3 +106,23 @@ def test_missing_and_misshaped_keys(tmp_path, ae_pt):
   torch.save(sd, tmp_path / "shape.pt")
   with pytest.raises(ae_import.CheckpointError, match="sae1.b_dec has shape"):
     ae_import.import_ae_pt(tmp_path / "shape.pt", input_scale=S)
+
+
+def test_release_faithful_keeps_level2_as_saved(ae_pt, tmp_path):
+  """The release's evaluation loads ae.pt unscaled: Level 2 then encodes atoms with biases and
+  threshold times s (hand reference: the authors' encode on the saved tensors)."""
+  path, lv1_raw, lv2_unscaled = ae_pt
+  model, params, state, _ = ae_import.import_ae_pt(path, release_faithful=True)  # no s needed
+  saved2 = {k: (v * S if k in ("encoder.bias", "b_dec", "threshold") else v)
+            for k, v in lv2_unscaled.items()}
+  atoms = lv1_raw["decoder.weight"].T
+  want = _authors_encode(saved2, atoms).numpy()
+  got = np.asarray(cascade_lib.encode_atoms(params, state, model.cfg, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(got, _authors_encode(lv2_unscaled, atoms).numpy(), atol=1e-3)
+  np.testing.assert_allclose(float(state[1]["threshold"]), 0.05 * S, rtol=1e-6)
+  out = ae_import.import_ae_pt_to_export(path, tmp_path / "rf", release_faithful=True)
+  ex = tsae.load_export(out)
+  with torch.no_grad():
+    np.testing.assert_allclose(ex.levels[1].encode(ex.level1.atoms()).numpy(), want, rtol=1e-5,
+                               atol=1e-5)

@@ -258,6 +258,17 @@ def _subject(config, method, runs):
   return subjects_lib.from_model(m, p, s, **kw), method
 
 
+def method_subject(config, method, runs):
+  """The Subject `method` is evaluated as (its Level-1 SAE for raw activations); `runs` holds
+  the trained runs of method_runs(config, method). Used by bridge_torch.fidelity."""
+  return _subject(config, method, runs)[0]
+
+
+def method_runs(config, method) -> list[str]:
+  """Names of the trainer runs `method` needs (under <workdir>/runs)."""
+  return _runs_of(config, ALIASES.get(method, method))
+
+
 def fingerprint(config, method) -> str:
   keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", "train", "data",
                                          "families", "csae", "posthoc_source", "stacked_k2",

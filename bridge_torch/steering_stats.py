@@ -64,6 +64,33 @@ def matched_clamp(post_r: np.ndarray, w_r: np.ndarray, target_rms: float,
   return float(min(roots, key=abs)), True
 
 
+def matched_clamps(post_r: np.ndarray, w_r: np.ndarray, target_rms: float, sign: float):
+  """matched_clamp for many control sets at once, float32.
+
+  post_r [T, S, m] (dense activations of each set's m atoms), w_r [S, m, d]. Returns
+  (c [S], matched [S] bool, delta [S, T, d]) with delta = c u - P (u = sum of the set's atoms)."""
+  w = np.asarray(w_r, np.float32)
+  p = np.einsum("tsm,smd->std", np.asarray(post_r, np.float32), w)
+  u = w.sum(1)                                                    # S, d
+  a = np.einsum("sd,sd->s", u, u).astype(np.float64)
+  b = -2.0 * np.einsum("std,sd->s", p, u).astype(np.float64) / p.shape[1]
+  e = np.einsum("std,std->s", p, p).astype(np.float64) / p.shape[1] - float(target_rms) ** 2
+  disc = b * b - 4 * a * e
+  ok = (disc >= 0) & (a > 0)
+  root = np.sqrt(np.maximum(disc, 0))
+  safe_a = np.where(a > 0, a, 1.0)
+  lo, hi = (-b - root) / (2 * safe_a), (-b + root) / (2 * safe_a)
+  if sign > 0:
+    c = hi
+  elif sign < 0:
+    c = lo
+  else:
+    c = np.where(np.abs(lo) <= np.abs(hi), lo, hi)
+  c = np.where(ok, c, np.where(a > 0, -b / (2 * safe_a), 0.0))
+  delta = c.astype(np.float32)[:, None, None] * u[:, None, :] - p
+  return c, ok, delta
+
+
 def permutation_p(cluster_effect: float, control_effects, greater: bool = True) -> float:
   """(1 + #controls at least as extreme) / (1 + #controls), one-sided."""
   ctrl = np.asarray(control_effects, np.float64)

@@ -7,7 +7,8 @@ held-out sets from different crop seeds. Per seed: a two-level BatchTopK CSAE an
 (the alive children of a unit; the `max_clusters` with the most activation mass):
   target t_A   the most common top-1 class of the cluster's top-10 training images
   clamp        error-preserving (SPEC 5): every token gets delta = (c - post[:, A]) W_dec[A]
-  doses        c = dose x sigma_A; dose 0 = ablation, measured on A's top held-out images;
+  doses        c = dose x sigma_A; dose 0 = ablation, measured on the `concept_images` held-out
+               images where t_A is most probable;
                doses > 0 = insertion, measured on held-out images whose top-1 is not t_A
   effect       per image, the change of t_A's log-odds; damage: KL over the other classes
   controls     `n_controls` random alive atom sets of size |A| outside A, each clamped to the value
@@ -55,7 +56,7 @@ class CheckConfig:
   lr: float = 2e-3
   max_clusters: int = 8
   top_images: int = 10
-  concept_images: int = 10        # held-out images per cluster for the ablation
+  concept_images: int = 10        # held-out images with the highest p(t_A): the ablation set
   insert_images: int = 40         # held-out images per cluster for insertion (not of t_A)
   doses: tuple = (0.0, 0.25, 0.5, 1.0, 2.0)
   cross_dose: float = 1.0
@@ -193,7 +194,6 @@ def run_seed(model, cfg: CheckConfig, seed: int, log=print) -> dict:
   held_top = layer.base.argmax(-1)
   rng = np.random.default_rng(seed)
   post = {k: _dense(s, layer.tokens) for k, s in saes.items()}
-  held_v = {k: post[k].reshape(len(held_x), layer.per_image, -1).mean(1) for k in post}
   clusters = []
   for u in units:
     atoms = np.asarray(cands[u])
@@ -220,7 +220,9 @@ def run_seed(model, cfg: CheckConfig, seed: int, log=print) -> dict:
       pool = np.setdiff1d(np.flatnonzero(alive_a), atoms)
       controls = [np.sort(rng.choice(pool, size=len(atoms), replace=False))
                   for _ in range(cfg.n_controls)]
-      concept = np.argsort(-held_v[arm][:, atoms].sum(1), kind="stable")[:cfg.concept_images]
+      # ablation: the held-out images where the target is most probable (the same for every
+      # arm, so the measure does not depend on the SAE)
+      concept = np.argsort(-layer.base[:, cl["target"]], kind="stable")[:cfg.concept_images]
       fresh = np.flatnonzero(held_top != cl["target"])
       fresh = np.sort(np.random.default_rng(seed + cl["unit"]).choice(
           fresh, size=min(cfg.insert_images, len(fresh)), replace=False))

@@ -55,5 +55,6 @@ setup(
         "csae-export = csae_jax.export:cli",
         "csae-ae-import = bridge_torch.ae_import:cli",
         "csae-efficientnet-check = bridge_torch.efficientnet_check:cli",
+        "csae-fidelity = bridge_torch.fidelity_experiment:cli",
     ]},
 )

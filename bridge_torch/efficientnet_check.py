@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 import torch
+from absl import app
+from absl import flags
 
 from bridge_torch import efficientnet_data as ed
 from bridge_torch import steering
@@ -328,8 +330,9 @@ def format_summary(summary: dict, cfg: CheckConfig) -> list[str]:
   return lines
 
 
-def run_check(cfg: CheckConfig = CheckConfig(), model=None, log=print) -> dict:
+def run_check(cfg: CheckConfig | None = None, model=None, log=print) -> dict:
   """Every seed, then the summary (printed as a markdown table)."""
+  cfg = CheckConfig() if cfg is None else cfg
   t0 = time.time()
   model = model or ed.load_efficientnet()
   seeds = [run_seed(model, cfg, s, log) for s in cfg.seeds]
@@ -341,19 +344,31 @@ def run_check(cfg: CheckConfig = CheckConfig(), model=None, log=print) -> dict:
   return {"seeds": seeds, "summary": summary, "seconds": time.time() - t0}
 
 
-def main(argv=None) -> None:
-  import argparse
-  ap = argparse.ArgumentParser(description="EfficientNet-lite0 steering check (issue 12, item 6)")
-  ap.add_argument("--layer", default=CheckConfig.layer)
-  ap.add_argument("--seeds", default="0,1,2")
-  ap.add_argument("--max_clusters", type=int, default=CheckConfig.max_clusters)
-  ap.add_argument("--n_controls", type=int, default=CheckConfig.n_controls)
-  ap.add_argument("--steps", type=int, default=CheckConfig.steps)
-  a = ap.parse_args(argv)
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_string("layer", CheckConfig.layer, "EfficientNet module whose output is hooked.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Training/image seeds.")
+  flags.DEFINE_integer("max_clusters", CheckConfig.max_clusters, "Clusters per seed.")
+  flags.DEFINE_integer("n_controls", CheckConfig.n_controls, "Norm-matched controls per cluster.")
+  flags.DEFINE_integer("steps", CheckConfig.steps, "Training steps of each SAE.")
+  flags.DEFINE_integer("train_crops_per_photo", CheckConfig.train_crops_per_photo,
+                       "Training crops of each photo.")
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
   torch.set_num_threads(2)
-  run_check(CheckConfig(layer=a.layer, seeds=tuple(int(s) for s in a.seeds.split(",")),
-                        max_clusters=a.max_clusters, n_controls=a.n_controls, steps=a.steps))
+  run_check(CheckConfig(layer=f.layer, seeds=tuple(int(s) for s in f.seeds),
+                        max_clusters=f.max_clusters, n_controls=f.n_controls, steps=f.steps,
+                        train_crops_per_photo=f.train_crops_per_photo))
+
+
+def cli() -> None:
+  """Console-script entry point (csae-efficientnet-check)."""
+  _define_flags()
+  app.run(main)
 
 
 if __name__ == "__main__":
-  main()
+  cli()

@@ -17,7 +17,6 @@ runs the experiments grid (csae_jax.evaluation.experiments) on them, and writes
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import numpy as np

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import importlib.util
 import json
 import os
@@ -19,6 +18,8 @@ import tempfile
 
 import numpy as np
 import torch
+from absl import app
+from absl import flags
 
 from bridge_torch import efficientnet_data as ed
 from bridge_torch import fidelity as fid
@@ -145,27 +146,37 @@ def run(config, workdir: str, log=print) -> dict:
   return result
 
 
-def main(argv=None) -> None:
-  import argparse
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--workdir", required=True)
-  ap.add_argument("--methods", default=None, help="comma list (default: the config's)")
-  ap.add_argument("--ablations", default=None, help="comma list (default: the config's)")
-  ap.add_argument("--steps", type=int, default=None)
-  ap.add_argument("--layer", default=None)
-  a = ap.parse_args(argv)
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_string("workdir", None, "Experiment directory (stores, runs, results, tables).")
+  flags.DEFINE_string("methods", None, "Comma list of Table-1 methods (default: the config's).")
+  flags.DEFINE_string("ablations", None, "Comma list of ablations (default: the config's).")
+  flags.DEFINE_integer("steps", None, "Training steps of every run (default: the config's).")
+  flags.DEFINE_string("layer", None, "EfficientNet module to splice (default: the config's).")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
   c = default_config()
-  if a.methods is not None:
-    c.methods = a.methods
-  if a.ablations is not None:
-    c.ablations = a.ablations
-  if a.steps:
-    c.train.steps = c.train.checkpoint_every = a.steps
-  if a.layer:
-    c.fidelity.layer = a.layer
+  if f.methods is not None:
+    c.methods = f.methods
+  if f.ablations is not None:
+    c.ablations = f.ablations
+  if f.steps:
+    c.train.steps = c.train.checkpoint_every = f.steps
+  if f.layer:
+    c.fidelity.layer = f.layer
   torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-  run(c, a.workdir)
+  run(c, f.workdir)
+
+
+def cli() -> None:
+  """Console-script entry point (csae-fidelity)."""
+  _define_flags()
+  app.run(main)
 
 
 if __name__ == "__main__":
-  main()
+  cli()

@@ -196,5 +196,5 @@ def _unit_stats(subject, source, options, pr, parent, top_idx, top_val, atoms2):
                              per_band=options.per_band, top_labels=options.top_labels)
   if options.heatmap_images > 0:
     stats.update(unit_stats.heatmaps(subject, source, top_idx, top_val, options.heatmap_images,
-                                     options.chunk_tokens))
+                                     options.chunk_tokens, options.images_per_batch))
   return stats

@@ -201,12 +201,15 @@ def _split_starts(n, parts):
   return np.cumsum([0] + [size + (1 if i < extra else 0) for i in range(parts - 1)]).astype(np.int64)
 
 
-def token_codes(subject, source, pairs, chunk_tokens: int) -> dict:
-  """{(image, unit): per-token codes} recomputed on the evaluation pass's own chunks.
+def token_codes(subject, source, pairs, chunk_tokens: int,
+                images_per_batch: int | None = None) -> dict:
+  """{(image, unit): per-token codes} recomputed on the evaluation pass's own chunks (global
+  windows, or the release's chunks inside image batches: evaluation/release.py).
 
   pairs: iterable of (image, unit). Only chunks holding a requested image's tokens are encoded.
   """
   import jax
+  from csae_jax.evaluation import release as release_lib
   offsets = np.asarray(source.token_offsets, np.int64)
   want = {}
   for i, u in pairs:
@@ -214,13 +217,15 @@ def token_codes(subject, source, pairs, chunk_tokens: int) -> dict:
   if not want:
     return {}
   c = int(chunk_tokens)
-  chunks = sorted({k for i in want for k in range(offsets[i] // c,
-                                                  (max(offsets[i + 1] - 1, offsets[i])) // c + 1)})
+  bounds = release_lib.chunk_bounds(offsets, c, images_per_batch)
+  starts = np.asarray([a for a, _ in bounds], np.int64)
+  chunks = sorted({k for i in want if offsets[i + 1] > offsets[i]
+                   for k in range(int(np.searchsorted(starts, offsets[i], "right")) - 1,
+                                  int(np.searchsorted(starts, offsets[i + 1] - 1, "right")))})
   step = jax.jit(lambda x, valid: subject.level1(x, valid)[0])
   got = {}
-  total = int(source.num_tokens)
   for k in chunks:   # a loop over the needed chunks of the evaluation pass
-    start, stop = k * c, min((k + 1) * c, total)
+    start, stop = bounds[k]
     x = np.zeros((c, subject.d), np.float32)
     x[:stop - start] = np.asarray(source.read_tokens(start, stop), np.float32)
     valid = np.zeros(c, bool)
@@ -237,7 +242,8 @@ def token_codes(subject, source, pairs, chunk_tokens: int) -> dict:
   return {key: np.concatenate(v) for key, v in got.items()}
 
 
-def heatmaps(subject, source, top_images, top_values, per_unit: int, chunk_tokens: int) -> dict:
+def heatmaps(subject, source, top_images, top_values, per_unit: int, chunk_tokens: int,
+             images_per_batch: int | None = None) -> dict:
   """Pooled token heatmaps of each unit's first `per_unit` top images (value > 0).
 
   Returns heat (n1, per_unit, HEAT_CELLS) uint8 (cell / the map's max * 255), heat_shape
@@ -246,7 +252,7 @@ def heatmaps(subject, source, top_images, top_values, per_unit: int, chunk_token
   n1 = top_images.shape[0]
   m = min(per_unit, top_images.shape[1])
   pairs = [(int(top_images[u, j]), u) for u in range(n1) for j in range(m) if top_values[u, j] > 0]
-  codes = token_codes(subject, source, pairs, chunk_tokens)
+  codes = token_codes(subject, source, pairs, chunk_tokens, images_per_batch)
   heat = np.zeros((n1, per_unit, HEAT_CELLS), np.uint8)
   shape = np.zeros((n1, per_unit, 2), np.int64)
   hmax = np.zeros((n1, per_unit), np.float32)

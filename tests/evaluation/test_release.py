@@ -103,3 +103,17 @@ def test_release_faithful_switch_sets_every_option():
   e = ml_collections.ConfigDict(dict(chunk_tokens=1, top_alive=1, act_min=1.0))
   release.apply_to_eval_config(e)
   assert (e.release_faithful, e.images_per_batch, e.top_alive) == (True, 16, 20)
+
+
+def test_heatmap_codes_follow_the_release_chunks(ragged):
+  """Token codes recomputed for the dashboard use the same 16-image-batch chunks as the pass:
+  each image's token mean equals its image code under the release chunking."""
+  from csae_jax.evaluation import unit_stats
+  subj, _ = _batchtopk_subject()
+  pr = codes.run_pass(subj, ragged, codes.PassOptions(chunk_tokens=8, images_per_batch=3,
+                                                      coactivation=False))
+  pairs = [(i, u) for i in range(len(ragged.token_offsets) - 1) for u in range(N1)]
+  got = unit_stats.token_codes(subj, ragged, pairs, 8, images_per_batch=3)
+  assert len(got) == 7 * N1                      # image 3 has no tokens
+  for (i, u), t in got.items():
+    assert t.mean() == pytest.approx(pr.image_codes[i, u], abs=1e-6)

@@ -6,14 +6,13 @@ level annealed from d over the first 10% of steps, thresholds EMA after step 100
   python launch/train.py --config=configs/csae_release.py --workdir=runs/csae_release \
       --config.data.path=stores/qwen3vl_imagenet_train
 
-Release-faithful throughout: when no atom is live the release uses all atoms (empty_live=all;
-the paper skips the Level-2 term), and `eval.release_faithful=True` records that this run is to
-be evaluated the release's way (docs/release_faithful.md): the experiments runner's
---config.eval.release_faithful=True (4096-token chunks inside 16-image batches, alive = top-20),
-steering's --config.steer.release_faithful=True (dense top images and sigma_A), and
-`python -m bridge_torch.ae_import --release_faithful` for the authors' ae.pt.
+Release-faithful: when no atom is live the release uses all atoms (empty_live=all; the paper
+skips the Level-2 term). Evaluate such a run the release's way (docs/release_faithful.md) with the
+experiments runner's --config.eval.release_faithful=True (4096-token chunks inside 16-image
+batches, alive = top-20), steering's --config.steer.release_faithful=True (dense top images and
+sigma_A), and `python -m bridge_torch.ae_import --release_faithful` for the authors' ae.pt (a
+training config holds training keys only, so the evaluation switch lives in those configs).
 """
-import ml_collections
 
 from csae_jax.trainer.config import PAPER_K
 from csae_jax.trainer.config import PAPER_N
@@ -34,5 +33,4 @@ def get_config():
                          empty_live="all", k_anneal_frac=0.1)
   paper_run(c)
   c.lr = 1e-4
-  c.eval = ml_collections.ConfigDict(dict(release_faithful=True))
   return c

@@ -215,8 +215,12 @@ def _flatten(d: dict, prefix="") -> dict[str, Any]:
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-  """Keys (dotted) whose values differ, ignoring RUNTIME_KEYS."""
-  a, b = _flatten(saved), _flatten(current)
+  """Keys (dotted) whose values differ, ignoring RUNTIME_KEYS.
+
+  The saved config is completed with today's defaults first, so a run saved before a key existed
+  (e.g. data.shuffle) still matches a config that leaves that key at its default.
+  """
+  a, b = _flatten(to_plain(complete(saved, strict=False))), _flatten(current)
   out = []
   for key in sorted(set(a) | set(b)):
     if any(key == r or key.startswith(r + ".") for r in RUNTIME_KEYS):

@@ -1,5 +1,7 @@
 """Row 6 of issue 10: bad training config values and unknown keys are rejected by
 cfg_lib.complete / cfg_lib.validate (called by train() before anything is written), naming the key."""
+import json
+
 import pytest
 
 from csae_jax.trainer import config as cfg_lib
@@ -83,3 +85,14 @@ def test_train_writes_nothing_for_a_bad_config(tmp_path):
   with pytest.raises(ValueError, match="config.stpes"):
     train(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_before_a_key_existed_still_matches_its_defaults():
+  """A config.json without a key added later (data.shuffle) equals a config at the default."""
+  from csae_jax.trainer import config as cfg_lib
+  current = cfg_lib.to_plain(cfg_lib.complete(cfg_lib.base_config()))
+  saved = json.loads(json.dumps(current))
+  del saved["data"]["shuffle"], saved["data"]["window_bytes"]
+  assert cfg_lib.differences(saved, current) == []
+  saved["data"]["shuffle"] = "window"
+  assert cfg_lib.differences(saved, current) == ["data.shuffle: saved 'window', now 'auto'"]

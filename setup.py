@@ -42,7 +42,8 @@ setup(
         # Accelerator builds of jaxlib (README, "Accelerators"): a CUDA 12 GPU node, a TPU VM.
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "dev": ["pytest", "ruff"],
+        # tests: the TFDS source is tested through the real package (mock_data, no TensorFlow)
+        "dev": ["pytest", "ruff", "tensorflow-datasets", "array-record"],
     },
     # Every program is also `python -m <module>` from the repository root (docs/layout.md).
     entry_points={"console_scripts": [

@@ -3,29 +3,35 @@ n2 10000 (k2 1), no sparsity penalty, no AuxK, alpha 1, lr 1e-4, 1024 tokens per
 tokens, Level 2 from step 10000 (b2 <- geometric median of the Level-1 atoms then), k of each
 level annealed from d over the first 10% of steps, thresholds EMA after step 1000.
 
-  python launch/train.py --config=configs/csae_release.py --workdir=runs/csae_release \
+  python -m launch.train --config=configs/csae_release.py --workdir=runs/csae_release \
       --config.data.path=stores/qwen3vl_imagenet_train
 
 When no atom is live the Level-2 term is skipped (the paper); the release uses all atoms:
---config.model.cascade.empty_live=all.
+--config.model.cascade.empty_live=all. Lists are tuples, so every one is a flag:
+--config.model.cascade.alphas='(0.02,)' --config.model.cascade.level_start_steps='(500,)'.
+Expected: not reproduced here (needs the 500M-token store); the planted analogue is
+configs/planted_csae.py.
 """
-from csae_jax.trainer.config import PAPER_K
-from csae_jax.trainer.config import PAPER_N
-from csae_jax.trainer.config import QWEN3VL_D
-from csae_jax.trainer.config import base_config
-from csae_jax.trainer.config import paper_run
+import ml_collections
+
+from configs.common import PAPER_K
+from configs.common import PAPER_N
+from configs.common import QWEN3VL_D
+from configs.common import base_config
+from configs.common import paper_run
 
 
 def get_config():
   c = base_config()
   c.model.name = "cascade"
   c.model.d = QWEN3VL_D
-  c.model.levels = [
+  c.model.levels = (
       dict(family="batchtopk", n=PAPER_N["l1"], k=PAPER_K["l1"], aux_k=None),
       dict(family="batchtopk", n=PAPER_N["l2"], k=PAPER_K["l2"], aux_k=None),
-  ]
-  c.model.cascade = dict(alphas=[1.0], level_start_steps=[10_000], stop_gradient="full",
-                         empty_live="skip", k_anneal_frac=0.1)
+  )
+  c.model.cascade = ml_collections.ConfigDict(dict(
+      alphas=(1.0,), level_start_steps=(10_000,), stop_gradient="full", empty_live="skip",
+      k_anneal_frac=0.1))
   paper_run(c)
   c.lr = 1e-4
   return c

@@ -1,11 +1,11 @@
 """Concept insertion / suppression with Level-2 clusters (SPEC 5; the paper's Table 3).
 
-  python -m launch.steer --config=configs/steer_qwen3vl.py \
-      --config.workdir=runs/csae --config.train_store=stores/qwen3vl_coco_train \
+  python -m launch.steer --config=configs/steer_qwen3vl.py --workdir=runs/csae \
+      --config.train_store=stores/qwen3vl_coco_train \
       --config.model_path=Qwen/Qwen3-VL-4B-Instruct --config.images=data/coco_heldout \
       --config.out_dir=steer/qwen3vl_coco
 
-Reads a trained run (--config.workdir; exported with its input scale folded in) or a native export
+Reads a trained run (--workdir, as for launch.train; exported with its input scale folded in) or a native export
 (--config.export), picks Level-2 clusters, computes sigma_A on the training store, attaches the hook
 at the module the SAE was trained on (checking the width before any generation), captions the
 held-out images for each arm and writes table3.csv, table3_per_cluster.csv and captions.csv.
@@ -22,6 +22,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Steering config (configs/steer_*.py).",
                                           lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", "", "A trained run directory (what launch.train wrote); "
+                                "or give a native export with --config.export.")
 flags.mark_flags_as_required(["config"])
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -59,9 +61,9 @@ def _steer_config(c):
   return SteerConfig(**s)
 
 
-def resolve_export(c, out_dir: str) -> str:
-  if bool(c.export) == bool(c.workdir):
-    raise ValueError("give exactly one of config.export (a native export) and config.workdir "
+def resolve_export(c, out_dir: str, workdir: str = "") -> str:
+  if bool(c.export) == bool(workdir):
+    raise ValueError("give exactly one of --config.export (a native export) and --workdir "
                      "(a trained run)")
   if c.export:
     return c.export
@@ -70,11 +72,12 @@ def resolve_export(c, out_dir: str) -> str:
   if os.path.exists(path) and not c.overwrite:
     logging.info("reusing the export in %s", path)
     return path
-  return str(export.export_run(c.workdir, path, overwrite=bool(c.overwrite)))
+  return str(export.export_run(workdir, path, overwrite=bool(c.overwrite)))
 
 
-def run(c, log=logging.info) -> dict[str, str]:
-  """The whole experiment for config `c`; returns the paths of the CSV files."""
+def run(c, workdir: str = "", log=logging.info) -> dict[str, str]:
+  """The whole experiment for config `c` on the trained run `workdir` (or c.export); returns the
+  paths of the CSV files."""
   from PIL import Image
 
   from bridge_torch import experiment, judges, steering
@@ -93,7 +96,7 @@ def run(c, log=logging.info) -> dict[str, str]:
   judge = judges.make_judge(c.judge.name, threshold=c.judge.get("threshold"),
                             url=c.judge.get("url") or None, key=c.judge.get("key") or None,
                             model=c.judge.get("model") or None)
-  ex = tsae.load_export(resolve_export(c, c.out_dir))
+  ex = tsae.load_export(resolve_export(c, c.out_dir, workdir))
   mat = tsae.load_export(c.matryoshka_export).level1 if c.matryoshka_export else None
   store = ActivationStore.open(c.train_store)
   if store.d != ex.d:
@@ -137,7 +140,7 @@ def run(c, log=logging.info) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  paths = run(_CONFIG.value)
+  paths = run(_CONFIG.value, _WORKDIR.value)
   logging.info("wrote %s", paths)
 
 

@@ -50,12 +50,15 @@ DISPLAY = {**{n: families.spec(n).display for n in families.names()},
            "hac": "HAC", "spectral": "Spectral", "full": "CSAE (Full)"}
 # Ablation columns that are the same evaluation as a Table-1 method.
 ALIASES = {"full": "csae"}
+# Top-level keys an experiment config shares with a training config (same names, same meaning).
+TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "seed", "checkpoint_every", "log_every")
 
 
 def _split(s) -> list[str]:
-  if isinstance(s, (list, tuple)):
-    return [str(x).strip() for x in s if str(x).strip()]
-  return [x.strip() for x in str(s or "").split(",") if x.strip()]
+  """Names from a tuple (the config's form) or a comma string (--config.methods=csae,relu gives
+  the one-element tuple ('csae,relu',) on the command line)."""
+  items = s if isinstance(s, (list, tuple)) else [s or ""]
+  return [x.strip() for item in items for x in str(item).split(",") if x.strip()]
 
 
 def _plain(c) -> dict:
@@ -96,7 +99,7 @@ def eval_options(config, posthoc=None) -> eval_lib.Options:
   return eval_lib.Options(chunk_tokens=e.chunk_tokens, top_alive=e.top_alive, act_min=e.act_min,
                           children=e.children, posthoc=posthoc, posthoc_clusters=config.n2,
                           hac_linkage=e.hac_linkage, spectral_neighbors=e.spectral_neighbors,
-                          top_images=e.top_images, seed=config.train.seed)
+                          top_images=e.top_images, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- data
@@ -114,7 +117,7 @@ def prepare_data(config, workdir: str) -> tuple[str, str, object]:
   from csae_jax import store as store_lib
   pc = planted_lib.PlantedConfig(**_plain(config.data.planted))
   train_src, eval_src, ph = sources_lib.planted_sources(pc, config.data.eval_fraction,
-                                                        config.train.seed)
+                                                        config.seed)
   paths = {}
   for split, src in (("train", train_src), ("eval", eval_src)):
     path = os.path.join(workdir, "data", split)
@@ -191,17 +194,13 @@ def train_config(config, model: dict, train_path: str):
   from csae_jax.trainer.config import base_config
   c = base_config()
   c.model = ml_collections.ConfigDict(model)
-  t = config.train
-  c.steps, c.batch_size, c.seed = t.steps, t.batch_size, t.seed
-  c.lr = t.lr
-  c.warmup_steps = t.warmup_steps
-  c.checkpoint_every = t.checkpoint_every
-  c.log_every = t.log_every
+  for key in TRAIN_KEYS:     # the same names as a training config (csae_jax.trainer.config)
+    c[key] = config[key]
   c.progress = "never"
   c.data.kind = "store"
   c.data.path = train_path
   c.data.verify = config.data.verify
-  c.data.scale_batches = t.scale_batches
+  c.data.scale_batches = config.data.scale_batches
   return c
 
 
@@ -251,7 +250,7 @@ def _subject(config, method, runs):
 
 
 def fingerprint(config, method) -> str:
-  keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", "train", "data",
+  keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", *TRAIN_KEYS, "data",
                                          "families", "csae", "posthoc_source", "stacked_k2",
                                          "flat_level2_k")}
   keys["method"] = method
@@ -268,7 +267,7 @@ def evaluate_method(config, method, runs, eval_source, planted, out_dir):
     s["recovery"] = recovery_lib.score_recovery(
         subject.atoms1, ev.parents[0], planted.child_dirs, planted.child_parent,
         atoms2=subject.atoms2 if posthoc is None else None, parent_dirs=planted.parent_dirs,
-        keep=ev.alive, match_cos=config.eval.match_cos, seed=config.train.seed)
+        keep=ev.alive, match_cos=config.eval.match_cos, seed=config.seed)
   s["fingerprint"] = fingerprint(config, method)
   ev.save(out_dir)
   return ev
@@ -291,7 +290,7 @@ def _check_experiment(workdir, config, overwrite):
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    keys = ("data", "n1", "n2", "k1", "k2", "train", "families", "csae", "stacked_k2",
+    keys = ("data", "n1", "n2", "k1", "k2", *TRAIN_KEYS, "families", "csae", "stacked_k2",
             "flat_level2_k")
     diff = [k for k in keys if saved.get(k) != plain.get(k)]
     if diff and not overwrite:

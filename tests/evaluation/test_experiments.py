@@ -57,8 +57,9 @@ def test_changed_experiment_config_refuses_to_mix(experiment):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("methods", "batchtopk,nope", "unknown method 'nope'"),
-    ("ablations", "hac,bogus", "unknown ablation 'bogus'"),
+    ("methods", ("batchtopk", "nope"), "unknown method 'nope'"),
+    ("methods", ("batchtopk,nope",), "unknown method 'nope'"),   # what csae,nope parses to
+    ("ablations", ("hac", "bogus"), "unknown ablation 'bogus'"),
     ("k1", 99, "exceed"),
     ("posthoc_source", "kmeans", "posthoc_source"),
 ])
@@ -73,8 +74,8 @@ def test_config_errors_name_the_key(key, value, match):
 def test_run_models_cover_every_method():
   from tests.evaluation.tiny import tiny_experiment_config
   c = tiny_experiment_config()
-  c.methods = ",".join(experiments.TABLE_METHODS)
-  c.ablations = ",".join(experiments.ABLATIONS)
+  c.methods = tuple(experiments.TABLE_METHODS)
+  c.ablations = tuple(experiments.ABLATIONS)
   models = experiments.run_models(c, 16)
   want = {f"{f}_l{l}" for f in experiments.FLAT_FAMILIES for l in (1, 2)}
   want |= {"matryoshka", "stacked", "csae_full", "csae_partial", "csae_bilateral"}

@@ -17,8 +17,8 @@ def get_config(family: str = "qwen3_vl"):
   c.matryoshka_export = ""  # optional Matryoshka SAE for the matched-set arm
   c.train_store = ""        # the activations the SAE was trained on (sigma_A, top images, concepts)
   c.images = ""             # folder (or .txt list) of held-out images
-  c.model_family = family   # extract_torch.registry family
-  c.model_path = ""
+  c.model_family = family   # extract_torch.registry family ("" = the train store's)
+  c.model_path = ""         # "" = the model the train store was extracted from
   c.module = ""             # default: the export's hooked_module, else the family's default layer
   c.dtype = "float32"
   c.device = "cpu"

@@ -110,10 +110,15 @@ def run(c, workdir: str = "", log=logging.info) -> dict[str, str]:
     log(f"cluster {p.unit}: {len(p.arms.cluster)} atoms, sigma_A={p.sigma:.4g}, "
         f"concept={p.concept.name!r}")
 
-  family = registry.get_family(c.model_family)
+  # the model the store was extracted from, unless the config names one
+  family = registry.get_family(c.model_family or store.manifest.get("family") or "qwen3_vl")
+  model_path = c.model_path or store.manifest.get("model")
+  if not model_path:
+    raise ValueError(f"config.model_path is empty and {c.train_store} names no model")
   module = c.module or ex.hooked_module or family.hook_path()
-  model = registry.load_model(family, c.model_path, dtype=c.dtype, device=c.device)
-  processor = registry.load_processor(family, c.model_path)
+  log(f"model {model_path} ({family.name}), hook {module}")
+  model = registry.load_model(family, model_path, dtype=c.dtype, device=c.device)
+  processor = registry.load_processor(family, model_path)
   captioner = HFCaptioner(model, processor, family, prompt=c.prompt,
                           max_new_tokens=c.max_new_tokens)
   images = [Image.open(p).convert("RGB") for p in image_paths]

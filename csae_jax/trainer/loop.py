@@ -451,6 +451,7 @@ def train(config, workdir) -> TrainResult:
   steps (checks, logs, checkpoints, preemption) -> final checkpoint and report.
   """
   config = cfg_lib.complete(config)
+  data_lib.fill_model_d(config)   # d from the store manifest when the config leaves it unset
   cfg_lib.validate(config)
   multihost.initialize_from_config(config)
   if jax.process_index() != 0:

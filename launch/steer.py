@@ -145,6 +145,8 @@ def run(c, workdir: str = "", log=logging.info) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from csae_jax.trainer import metrics as metrics_lib
+  metrics_lib.quiet_library_logs()    # orbax / jax INFO lines would bury the steering log
   paths = run(_CONFIG.value, _WORKDIR.value)
   logging.info("wrote %s", paths)
 

@@ -29,6 +29,7 @@ from absl import logging
 
 from csae_jax import families
 from csae_jax.evaluation import evaluator as eval_lib
+from csae_jax.evaluation import progress as progress_lib
 from csae_jax.evaluation import recovery as recovery_lib
 from csae_jax.evaluation import sources as sources_lib
 from csae_jax.evaluation import subjects as subjects_lib
@@ -324,31 +325,8 @@ def run_experiment(config, workdir: str) -> dict:
   models = run_models(config, d)
   methods = _split(config.methods) + [a for a in _split(config.ablations)
                                       if a not in _split(config.methods)]
-  runs = {}
-  results = {}
-  timings = {}
-  for method in dict.fromkeys(methods):
-    key = ALIASES.get(method, method)
-    out_dir = os.path.join(workdir, "results", key)
-    if key in results:
-      results[method] = results[key]
-      continue
-    cached = _load_cached(config, key, out_dir)
-    if cached is not None:
-      _say(f"{method}: evaluation found in {out_dir}, skipped")
-      results[method] = results[key] = cached
-      continue
-    t0 = time.time()
-    for run in _runs_of(config, key):
-      if run not in runs:
-        runs[run] = train_or_load(config, os.path.join(workdir, "runs", run), models[run],
-                                  train_path)
-    t1 = time.time()
-    results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
-                                                     out_dir)
-    timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
-    _say(f"{method}: HMS mean {results[key].summary['hms']['mean']:.4f} "
-         f"(train {t1 - t0:.1f}s, eval {time.time() - t1:.1f}s)")
+  results, timings, progress = _train_and_evaluate(config, workdir, methods, models, train_path,
+                                                   eval_source, planted)
   summaries = {m: results[m].summary for m in methods}
   tables = report_lib.write_tables(os.path.join(workdir, "tables"), summaries,
                                    _split(config.methods), _split(config.ablations), DISPLAY)
@@ -362,12 +340,60 @@ def run_experiment(config, workdir: str) -> dict:
                                thumbs_per_child=config.report.thumbs_per_child,
                                image_root=config.report.image_root)
   eval_lib._atomic_json(os.path.join(workdir, "timings.json"), timings)
+  progress.wrote(workdir)
   return {"summaries": summaries, "tables": tables, "workdir": workdir}
 
 
-def _say(msg):
-  logging.info(msg)
-  print(msg, flush=True)
+def _make_progress(config, workdir, methods) -> progress_lib.Progress:
+  """The plan: which runs are trained or reused, which evaluations are done or cached."""
+  from csae_jax.trainer import checkpoint as ckpt_lib
+  to_eval, cached, runs = [], [], []
+  for method in dict.fromkeys(methods):
+    key = ALIASES.get(method, method)
+    if key in to_eval or key in cached:
+      continue
+    if _load_cached(config, key, os.path.join(workdir, "results", key)) is not None:
+      cached.append(key)
+      continue
+    to_eval.append(key)
+    runs += [r for r in _runs_of(config, key) if r not in runs]
+  finished = [r for r in runs if ckpt_lib.RunDir(os.path.join(workdir, "runs", r)).finished()]
+  return progress_lib.Progress([r for r in runs if r not in finished], finished, to_eval, cached,
+                               config.steps, config.batch_size)
+
+
+def _train_and_evaluate(config, workdir, methods, models, train_path, eval_source, planted):
+  """(results by method, timings, progress): trains missing runs, evaluates missing methods."""
+  progress = _make_progress(config, workdir, methods)
+  progress.plan(_split(config.methods), _split(config.ablations))
+  runs, results, timings = {}, {}, {}
+  for method in dict.fromkeys(methods):
+    key = ALIASES.get(method, method)
+    out_dir = os.path.join(workdir, "results", key)
+    if key in results:
+      results[method] = results[key]
+      continue
+    if key in progress.cached:
+      progress.say(f"{method}: evaluation found in {out_dir}, reused")
+      results[method] = results[key] = _load_cached(config, key, out_dir)
+      continue
+    t0 = time.time()
+    for run in _runs_of(config, key):
+      if run not in runs:
+        trains = run in progress.to_train
+        if trains:
+          progress.start_run(run)
+        t_run = time.time()
+        runs[run] = train_or_load(config, os.path.join(workdir, "runs", run), models[run],
+                                  train_path)
+        if trains:
+          progress.end_run(run, time.time() - t_run)
+    t1 = time.time()
+    results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
+                                                     out_dir)
+    timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
+    progress.end_eval(method, time.time() - t1, results[key].summary["hms"]["mean"])
+  return results, timings, progress
 
 
 def _planted_children(config, planted):

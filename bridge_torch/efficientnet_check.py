@@ -120,7 +120,7 @@ def layer_tokens(model, layer: str, images: torch.Tensor):
   return tokens, offsets, probs.numpy()
 
 
-def train_csae(tokens: np.ndarray, cfg: CheckConfig, out_dir):
+def train_csae(tokens: np.ndarray, cfg: CheckConfig, out_dir, log=print):
   """fit a two-level BatchTopK CSAE on tokens / s and export it for raw activations."""
   import jax
   from csae_jax import cascade as cascade_lib
@@ -129,6 +129,7 @@ def train_csae(tokens: np.ndarray, cfg: CheckConfig, out_dir):
   from csae_jax.families import make_config
   from csae_jax.models import Model
   from csae_jax.step import fit
+  from csae_jax.step import progress_line
 
   d = tokens.shape[1]
   rng = np.random.default_rng(cfg.seed)
@@ -145,8 +146,10 @@ def train_csae(tokens: np.ndarray, cfg: CheckConfig, out_dir):
     while True:
       yield scaled[rng.integers(0, len(scaled), cfg.batch_size)]
 
+  t0 = time.time()
   ts, metrics = fit(model, batches(), cfg.steps, key=jax.random.PRNGKey(cfg.seed), lr=cfg.lr,
-                    warmup_steps=20)
+                    warmup_steps=20, log_every=max(1, cfg.steps // 5),
+                    log_fn=lambda i, m: log(progress_line(i, cfg.steps, m, time.time() - t0)))
   path = export.export_model(out_dir, model, ts.params, ts.model_state, input_scale=s,
                              hooked_module=cfg.layer, source_model="efficientnet-lite0",
                              overwrite=True)
@@ -178,15 +181,21 @@ def run_check(cfg: CheckConfig | None = None, out_dir=None, model=None, data=Non
 
   cfg = CheckConfig() if cfg is None else cfg
   t0 = time.time()
-  model = model or load_efficientnet()
+  say = lambda msg: log(f"[{time.time() - t0:5.1f}s] {msg}")
+  if model is None:
+    say("loading EfficientNet-Lite0 (ImageNet weights)")
+    model = load_efficientnet()
   train_x, train_src, held_x, held_src = data if data is not None else make_images(cfg)
+  say(f"{len(train_x)} training and {len(held_x)} held-out images; activations at {cfg.layer}")
   tokens, offsets, base_train = layer_tokens(model, cfg.layer, train_x)
   out_dir = out_dir or tempfile.mkdtemp(prefix="effnet_csae_")
-  path, metrics, scale = train_csae(tokens, cfg, out_dir)
+  say(f"{len(tokens)} tokens (d={tokens.shape[1]}); fitting a CSAE for {cfg.steps} steps")
+  path, metrics, scale = train_csae(tokens, cfg, out_dir, log=say)
   ex = tsae.load_export(path)
   v, alive = steering.image_codes(ex.level1, lambda a, b: tokens[a:b], offsets)
   cands = steering.clusters(ex, alive)
   units = sorted(cands, key=lambda u: -v[:, cands[u]].sum())[:cfg.max_clusters]
+  say(f"exported to {path}; steering {len(units)} of {len(cands)} Level-2 clusters")
   hook = steering.SteeringHook(ex.level1, mode=cfg.mode, channel_axis=1)
   hook.attach(model, cfg.layer, run_forward=lambda: model(held_x[:1]))
   base_held = steered_probs(model, hook, held_x, None, 0.0)
@@ -215,6 +224,7 @@ def run_check(cfg: CheckConfig | None = None, out_dir=None, model=None, data=Non
         row[f"suppress_{arm}"] = float(mass(steered_probs(model, hook, train_x[tops], a,
                                                           -cfg.scale_mult * sigma)))
       rows.append(row)
+      say(f"cluster {len(rows)}/{len(units)} (unit {int(u)}) steered")
   finally:
     hook.detach()
   mean = lambda key, base: float(np.mean([r[key] - r[base] for r in rows])) if rows else \

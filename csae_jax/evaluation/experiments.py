@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import time
 
@@ -392,8 +394,34 @@ def _train_and_evaluate(config, workdir, methods, models, train_path, eval_sourc
     results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
                                                      out_dir)
     timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
+    log_eval_scalars(workdir, config, key, results[key].summary)
     progress.end_eval(method, time.time() - t1, results[key].summary["hms"]["mean"])
   return results, timings, progress
+
+
+def eval_scalars(summary: dict) -> dict[str, float]:
+  """The evaluation's headline numbers as TensorBoard scalars (finite values only)."""
+  out = {f"eval/hms_{k}": summary["hms"][k] for k in ("mean", "median", "count")
+         if k in summary.get("hms", {})}
+  out.update({f"eval/recon_{k}": v for k, v in summary.get("recon", {}).items() if k != "tokens"})
+  out.update({f"eval/recovery/{k}": v for k, v in (summary.get("recovery") or {}).items()})
+  return {k: float(v) for k, v in out.items()   # numbers.Real: NumPy scalars included
+          if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def log_eval_scalars(workdir, config, method, summary) -> str:
+  """Writes eval/* scalars at the run's last step into the TensorBoard folder of the run the
+  method evaluates (its Level-1 run), next to its training curves; post-hoc methods that share a
+  run (HAC, spectral) get eval/<method>/* tags. Returns the folder."""
+  from tensorboardX import SummaryWriter
+  run = _runs_of(config, method)[0]
+  own = method in FLAT_FAMILIES or method in ("csae", "matryoshka", "stacked", "partial_sg",
+                                              "bilateral_sg")
+  tb_dir = os.path.join(workdir, "runs", run, "tensorboard")
+  with SummaryWriter(tb_dir) as tb:
+    for tag, v in eval_scalars(summary).items():
+      tb.add_scalar(tag if own else tag.replace("eval/", f"eval/{method}/", 1), v, config.steps)
+  return tb_dir
 
 
 def _planted_children(config, planted):

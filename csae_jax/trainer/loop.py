@@ -369,7 +369,7 @@ def _run_steps(s: _Setup, ts, start: int, step_fn, ckpts: _Checkpoints):
   config, primary = s.config, s.primary
   resident = bool(config.data.device_resident)
   writer = metrics_lib.MetricWriter(s.run_dir.metrics, s.run_dir.tensorboard, start,
-                                    enabled=primary)
+                                    enabled=primary, config=s.plain)
   progress = metrics_lib.Progress(config.steps, start, config.batch_size, config.progress,
                                   enabled=primary)
   batches = data_lib.Batches(s.source, s.rule,

@@ -117,3 +117,18 @@ def test_rerun_says_everything_is_reused(experiment, capsys):
   out = capsys.readouterr().out
   assert "plan: train 0 runs" in out and "plan: evaluate 0: -; cached" in out
   assert "browser: " in out and "index.html" in out
+
+
+def test_runner_writes_eval_scalars_next_to_the_training_curves(experiment):
+  """TensorBoard: HMS and recovery at the last step, next to each run's training curves."""
+  from tests.tb_events import read_events
+  wd = experiment["workdir"]
+  steps = experiment["config"].steps
+  csae, _ = read_events(os.path.join(wd, "runs", "csae_full", "tensorboard"))
+  summary = experiment["out"]["summaries"]["csae"]
+  assert csae["eval/hms_mean"][-1] == (steps, pytest.approx(summary["hms"]["mean"], rel=1e-6))
+  assert "l1/fvu" in csae
+  rec = summary["recovery"]["mean_best_child_cos"]     # NaN recovery entries are left out
+  assert csae["eval/recovery/mean_best_child_cos"] == [(steps, pytest.approx(rec, rel=1e-6))]
+  flat, _ = read_events(os.path.join(wd, "runs", "batchtopk_l1", "tensorboard"))
+  assert "l1/fvu" in flat and "eval/hms_mean" in flat and "eval/hac/hms_mean" in flat

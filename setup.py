@@ -56,5 +56,6 @@ setup(
         "csae-export = csae_jax.export:cli",
         "csae-ae-import = bridge_torch.ae_import:cli",
         "csae-efficientnet-check = bridge_torch.efficientnet_check:cli",
+        "csae-write-images = extract_torch.write_images:cli",
     ]},
 )

@@ -63,7 +63,7 @@ def make_jitted_step(model: Model, optimizer, schedule) -> Callable:
 
 
 def progress_line(step: int, steps: int, metrics: dict, seconds: float) -> str:
-  """'fit: step 50/200 (25%), 12.3 step/s, ETA 12s, loss 0.21' (compilation included in the rate)."""
+  """'fit: step 50/200 (25%), 12.3 step/s, ETA 12s, loss 0.21'; the rate includes compilation."""
   rate = step / max(seconds, 1e-9)
   eta = (steps - step) / rate if rate > 0 else float("inf")
   loss = f", loss {metrics['loss']:.4g}" if "loss" in metrics else ""

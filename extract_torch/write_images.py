@@ -16,13 +16,16 @@ import tempfile
 from absl import app
 from absl import flags
 
-_SOURCE = flags.DEFINE_string("source", None, "procedural[:<n_per_class>] | folder:<root> | "
-                              "tfds:<name>:<split> (extract_torch.sources.make_source)")
-_OUT = flags.DEFINE_string("out", None, "Folder to create (<out>/<class>/<index>.png).")
-_SEED = flags.DEFINE_integer("seed", 0, "Procedural images: seed.")
-_RESIZE = flags.DEFINE_integer("resize", None, "Resize to NxN (procedural: the image side).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.")
-flags.mark_flags_as_required(["source", "out"])
+
+def _define_flags() -> None:
+  """Flags exist only when this module is the program (importing it defines none)."""
+  flags.DEFINE_string("source", None, "procedural[:<n_per_class>] | folder:<root> | "
+                      "tfds:<name>:<split> (extract_torch.sources.make_source)")
+  flags.DEFINE_string("out", None, "Folder to create (<out>/<class>/<index>.png).")
+  flags.DEFINE_integer("seed", 0, "Procedural images: seed.")
+  flags.DEFINE_integer("resize", None, "Resize to NxN (procedural: the image side).")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder.")
+  flags.mark_flags_as_required(["source", "out"])
 
 
 def write_folder(source, out: str, overwrite: bool = False) -> list[str]:
@@ -52,10 +55,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from extract_torch import sources
-  src = sources.make_source(_SOURCE.value, seed=_SEED.value, resize=_RESIZE.value)
-  paths = write_folder(src, _OUT.value, overwrite=_OVERWRITE.value)
-  print(f"wrote {len(paths)} images ({len(src.label_names)} classes) to {_OUT.value}")
+  f = flags.FLAGS
+  src = sources.make_source(f.source, seed=f.seed, resize=f.resize)
+  paths = write_folder(src, f.out, overwrite=f.overwrite)
+  print(f"wrote {len(paths)} images ({len(src.label_names)} classes) to {f.out}")
+
+
+def cli() -> None:
+  """Console-script entry point (csae-write-images, setup.py)."""
+  _define_flags()
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -5,10 +5,11 @@
       --config.model_path=Qwen/Qwen3-VL-4B-Instruct --config.images=data/coco_heldout \
       --config.out_dir=steer/qwen3vl_coco
 
-Reads a trained run (--workdir, as for launch.train; exported with its input scale folded in) or a native export
-(--config.export), picks Level-2 clusters, computes sigma_A on the training store, attaches the hook
-at the module the SAE was trained on (checking the width before any generation), captions the
-held-out images for each arm and writes table3.csv, table3_per_cluster.csv and captions.csv.
+Reads a trained run (--workdir, as for launch.train; exported with its input scale folded in) or a
+native export (--config.export), picks Level-2 clusters, computes sigma_A on the training store,
+attaches the hook at the module the SAE was trained on (checking the width before any
+generation), captions the held-out images for each arm and writes table3.csv,
+table3_per_cluster.csv and captions.csv. The model path and family default to the store's.
 """
 from __future__ import annotations
 

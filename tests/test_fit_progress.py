@@ -1,7 +1,6 @@
 """step.fit reports progress (issue 11, item 3): ten lines by default, rate and ETA in each."""
 import jax
 import numpy as np
-import pytest
 from absl import logging
 
 from csae_jax import step as step_lib

@@ -28,7 +28,7 @@ def get_config(family: str = "qwen3_vl"):
   # clusters: Level-2 units to steer ([] = num_clusters drawn with seed); concepts: {"unit": label}
   # for the judge (default: the most common label of the cluster's top training images)
   c.steer = ml_collections.ConfigDict(dict(
-      num_clusters=10, clusters=[], concepts={}, seed=0, top_images=10, insert_images=100,
+      num_clusters=10, clusters=(), concepts={}, seed=0, top_images=10, insert_images=100,
       scale_mult=3.0, threshold_floor=1.0, min_children=2, chunk_tokens=4096))
   c.judge = ml_collections.ConfigDict(dict(
       name="wordlist",       # wordlist | minilm | http

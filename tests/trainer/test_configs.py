@@ -45,6 +45,13 @@ def test_config_builds_and_documents_its_command(name):
   assert model.d == config.model.d
 
 
+@pytest.mark.parametrize("name", ["planted_csae", "experiments_store", "experiments_planted",
+                                  "tutorial_train", "tutorial_experiments", "tutorial_steer",
+                                  "steer_qwen3vl", "steer_gemma3", "steer_llava"])
+def test_every_other_config_has_tuples_not_lists(name):
+  _no_lists(_module(name).get_config())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_baselines_at_both_paper_sizes(family):
   mod = _module("baseline")

@@ -42,20 +42,20 @@ class Progress:
              + (f"; cached {len(self.cached)}: {', '.join(self.cached)}" if self.cached else ""))
 
   def eta_s(self) -> float | None:
-    """Seconds left, from the measured pace; None before the first trained run."""
+    """Seconds left, from the measured pace; None while a kind of work left is unmeasured."""
     left_train = len(self.to_train) - self.trained
     left_eval = len(self.to_eval) - self.evaluated
-    if left_train and not self.trained:
+    if (left_train and not self.trained) or (left_eval and not self.evaluated):
       return None
-    t = self.train_s / self.trained * left_train if self.trained else 0.0
-    if left_eval:
-      per_eval = self.eval_s / self.evaluated if self.evaluated else 0.0
-      t += per_eval * left_eval
-    return t
+    t = self.train_s / self.trained * left_train if left_train else 0.0
+    return t + (self.eval_s / self.evaluated * left_eval if left_eval else 0.0)
 
   def _eta(self) -> str:
     eta = self.eta_s()
-    return "ETA after the first run" if eta is None else f"ETA {_fmt_s(eta)}"
+    if eta is not None:
+      return f"ETA {_fmt_s(eta)}"
+    first = "run" if len(self.to_train) > self.trained and not self.trained else "evaluation"
+    return f"ETA after the first {first}"
 
   def start_run(self, run: str) -> None:
     self.say(f"[train {self.trained + 1}/{len(self.to_train)}] {run}: {self.steps} steps ...")

@@ -101,6 +101,7 @@ def test_progress_plan_eta_and_paths(tmp_path):
   p.end_run("a_l1", 10.0)
   p.end_run("a_l2", 30.0)
   assert said[-1].startswith("[train 2/3] a_l2 done in 30s (3.3 steps/s)")
+  assert p.eta_s() is None and said[-1].endswith("ETA after the first evaluation")
   p.end_eval("a", 4.0, 0.5)
   assert p.eta_s() == pytest.approx(24.0) and said[-1].endswith("ETA 24s")
   (tmp_path / "tables").mkdir()

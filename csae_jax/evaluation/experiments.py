@@ -415,8 +415,7 @@ def log_eval_scalars(workdir, config, method, summary) -> str:
   run (HAC, spectral) get eval/<method>/* tags. Returns the folder."""
   from tensorboardX import SummaryWriter
   run = _runs_of(config, method)[0]
-  own = method in FLAT_FAMILIES or method in ("csae", "matryoshka", "stacked", "partial_sg",
-                                              "bilateral_sg")
+  own = not (method in ABLATION_RUNS and ABLATION_RUNS[method] is None)   # not HAC / spectral
   tb_dir = os.path.join(workdir, "runs", run, "tensorboard")
   with SummaryWriter(tb_dir) as tb:
     for tag, v in eval_scalars(summary).items():

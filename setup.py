@@ -42,7 +42,8 @@ setup(
         # Accelerator builds of jaxlib (README, "Accelerators"): a CUDA 12 GPU node, a TPU VM.
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "dev": ["pytest", "ruff"],
+        # tests: the TFDS source is tested through the real package (mock_data, no TensorFlow)
+        "dev": ["pytest", "ruff", "tensorflow-datasets", "array-record"],
     },
     # Every program is also `python -m <module>` from the repository root (docs/layout.md).
     entry_points={"console_scripts": [
@@ -56,5 +57,6 @@ setup(
         "csae-ae-import = bridge_torch.ae_import:cli",
         "csae-efficientnet-check = bridge_torch.efficientnet_check:cli",
         "csae-fidelity = bridge_torch.fidelity_experiment:cli",
+        "csae-write-images = extract_torch.write_images:cli",
     ]},
 )

@@ -165,7 +165,7 @@ def main(argv) -> None:
   if f.ablations is not None:
     c.ablations = f.ablations
   if f.steps:
-    c.train.steps = c.train.checkpoint_every = f.steps
+    c.steps = c.checkpoint_every = f.steps
   if f.layer:
     c.fidelity.layer = f.layer
   torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))

@@ -3,7 +3,7 @@ n2 10000 (k2 1), no sparsity penalty, no AuxK, alpha 1, lr 1e-4, 1024 tokens per
 tokens, Level 2 from step 10000 (b2 <- geometric median of the Level-1 atoms then), k of each
 level annealed from d over the first 10% of steps, thresholds EMA after step 1000.
 
-  python launch/train.py --config=configs/csae_release.py --workdir=runs/csae_release \
+  python -m launch.train --config=configs/csae_release.py --workdir=runs/csae_release \
       --config.data.path=stores/qwen3vl_imagenet_train
 
 Release-faithful: when no atom is live the release uses all atoms (empty_live=all; the paper
@@ -12,25 +12,31 @@ experiments runner's --config.eval.release_faithful=True (4096-token chunks insi
 batches, alive = top-20), steering's --config.steer.release_faithful=True (dense top images and
 sigma_A), and `python -m bridge_torch.ae_import --release_faithful` for the authors' ae.pt (a
 training config holds training keys only, so the evaluation switch lives in those configs).
+Lists are tuples, so every one is a flag:
+--config.model.cascade.alphas='(0.02,)' --config.model.cascade.level_start_steps='(500,)'.
+Expected: not reproduced here (needs the 500M-token store); the planted analogue is
+configs/planted_csae.py.
 """
+import ml_collections
 
-from csae_jax.trainer.config import PAPER_K
-from csae_jax.trainer.config import PAPER_N
-from csae_jax.trainer.config import QWEN3VL_D
-from csae_jax.trainer.config import base_config
-from csae_jax.trainer.config import paper_run
+from configs.common import PAPER_K
+from configs.common import PAPER_N
+from configs.common import QWEN3VL_D
+from configs.common import base_config
+from configs.common import paper_run
 
 
 def get_config():
   c = base_config()
   c.model.name = "cascade"
   c.model.d = QWEN3VL_D
-  c.model.levels = [
+  c.model.levels = (
       dict(family="batchtopk", n=PAPER_N["l1"], k=PAPER_K["l1"], aux_k=None),
       dict(family="batchtopk", n=PAPER_N["l2"], k=PAPER_K["l2"], aux_k=None),
-  ]
-  c.model.cascade = dict(alphas=[1.0], level_start_steps=[10_000], stop_gradient="full",
-                         empty_live="all", k_anneal_frac=0.1)
+  )
+  c.model.cascade = ml_collections.ConfigDict(dict(
+      alphas=(1.0,), level_start_steps=(10_000,), stop_gradient="full", empty_live="all",
+      k_anneal_frac=0.1))
   paper_run(c)
   c.lr = 1e-4
   return c

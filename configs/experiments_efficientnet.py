@@ -27,10 +27,10 @@ def get_config():
   c.data.kind = "store"            # paths are filled in by bridge_torch.fidelity_experiment
   c.data.planted = ml_collections.ConfigDict()
   c.n1, c.n2, c.k1, c.k2 = 256, 32, 8, 1
-  c.train.steps = 600
-  c.train.checkpoint_every = 600
-  c.train.log_every = 100
-  c.csae.cascade.level_start_steps = [150]
+  c.steps = 600
+  c.checkpoint_every = 600
+  c.log_every = 100
+  c.csae.cascade.level_start_steps = (150,)
   c.report.browser = False
   c.fidelity = ml_collections.ConfigDict(dict(
       layer="_blocks.15",            # 320 channels, 4 x 4 tokens at 128 px

@@ -1,26 +1,17 @@
 """Every method of the paper's tables on the planted hierarchy: a couple of minutes on 2 CPU cores.
 
-  python launch/experiments.py --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
+  python -m launch.experiments --config=configs/experiments_planted.py --workdir=/tmp/exp_planted
 
 The planted hierarchy (csae_jax.planted) is written as train / held-out activation stores, so this
 takes the same path as a real store. Figures are in docs/benchmarks.md.
 """
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _store_config():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments_store.py")
-  spec = importlib.util.spec_from_file_location("experiments_store", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+from configs import experiments_store
 
 
 def get_config():
-  c = _store_config()
+  c = experiments_store.get_config()
   c.data.kind = "planted"
   c.data.planted = ml_collections.ConfigDict(dict(
       d=32, n_parents=6, children_per_parent=4, n_images=300, tokens_per_image=32,
@@ -29,9 +20,8 @@ def get_config():
   c.n1, c.n2, c.k1, c.k2 = 48, 12, 3, 1
   c.flat_level2_k = 1
   c.stacked_k2 = 1
-  t = c.train
-  t.steps, t.batch_size, t.lr, t.warmup_steps = 1000, 256, 3e-3, 20
-  t.checkpoint_every, t.log_every, t.scale_batches = 1000, 250, 8
+  c.steps, c.batch_size, c.lr, c.warmup_steps = 1000, 256, 3e-3, 20
+  c.checkpoint_every, c.log_every, c.data.scale_batches = 1000, 250, 8
   c.families.relu.l1_coef = 0.5
   c.families.relu.sparsity_warmup = 50
   c.families.pannealing.l1_coef = 0.5
@@ -47,8 +37,8 @@ def get_config():
   c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
   # alpha = 0.02, not the release's 1: on this small dictionary L2 (unit atoms) outweighs L1 (tokens
   # at E||x||^2 = 1) and alpha = 1 collapses Level 1 (see docs/design.md, "alpha").
-  c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=[100],
-                                                  alphas=[0.02]))
+  c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=(100,),
+                                                  alphas=(0.02,)))
   c.eval.chunk_tokens = 1024
   c.eval.top_images = 8
   c.report.max_parents = 50

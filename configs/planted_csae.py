@@ -35,10 +35,10 @@ def get_config():
   c.model = ml_collections.ConfigDict()
   c.model.name = "cascade"
   c.model.d = 64
-  c.model.levels = [
+  c.model.levels = (
       dict(family="batchtopk", n=64, k=3, aux_k=None, dead_tokens=100_000),
       dict(family="batchtopk", n=8, k=1, aux_k=None, dead_tokens=100_000),
-  ]
+  )
   c.model.cascade = ml_collections.ConfigDict(dict(
       alphas=(0.02,), level_start_steps=(500,), stop_gradient="full", empty_live="skip",
       k_anneal_frac=0.1))

@@ -1,14 +1,16 @@
 """Stacked SAE at the paper's sizes: TopK n1=20000 (k1=6) on activations, TopK n2=10000 (k2=1)
 on its codes, all three loss terms (SPEC 2.8).
 
-  python launch/train.py --config=configs/stacked.py --workdir=runs/stacked \
+  python -m launch.train --config=configs/stacked.py --workdir=runs/stacked \
       --config.data.path=stores/qwen3vl_imagenet_train
+
+Expected: the paper's Stacked row after 500M tokens; not reproduced here (needs the real store).
 """
-from csae_jax.trainer.config import PAPER_K
-from csae_jax.trainer.config import PAPER_N
-from csae_jax.trainer.config import QWEN3VL_D
-from csae_jax.trainer.config import base_config
-from csae_jax.trainer.config import paper_run
+from configs.common import PAPER_K
+from configs.common import PAPER_N
+from configs.common import QWEN3VL_D
+from configs.common import base_config
+from configs.common import paper_run
 
 
 def get_config():

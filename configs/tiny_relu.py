@@ -1,8 +1,10 @@
 """Tiny ReLU-L1 SAE on a small planted hierarchy (tests, smoke runs; seconds on a CPU).
 
-  python launch/train.py --config=configs/tiny_relu.py --workdir=/tmp/tiny_relu
+  python -m launch.train --config=configs/tiny_relu.py --workdir=/tmp/tiny_relu
+
+Expected (seed 0, 40 steps, a few seconds): final l1/fvu about 0.16, l1/l0 about 17.
 """
-from csae_jax.trainer.config import tiny_planted
+from configs.common import tiny_planted
 
 
 def get_config():

@@ -1,8 +1,9 @@
 """Notebook API: `csae_jax.load(workdir)` returns a learned hierarchy you can browse in Python.
 
   import csae_jax
-  h = csae_jax.load("/tmp/exp_planted")            # an experiment workdir (python -m launch.experiments)
+  h = csae_jax.load("/tmp/exp_planted")            # an experiment (python -m launch.experiments)
   h = csae_jax.load("/tmp/run", eval_store="/data/stores/val")   # or one trainer run + a store
+  h = csae_jax.load("/tmp/export")                 # or a native export (python -m csae_jax.export)
   h.hms_summary()                                  # {'mean':..., 'median':..., 'count':...}
   best = h.top_units(5)                            # Level-2 units with the highest HMS
   h.children(best[0])                              # their Level-1 children
@@ -168,16 +169,62 @@ class Hierarchy:
     return f"Hierarchy({self.method!r}, {self.workdir!r}, levels={self.num_levels}{s})"
 
 
-def load(workdir: str, method: str | None = None, *, eval_store: str | None = None,
-         step: int | None = None) -> Hierarchy:
-  """Load an experiment workdir (python -m launch.experiments) or a single trainer run.
+class ExportedRun:
+  """A native export seen as a trained run: parameters already for raw activations."""
 
-  Experiment: `method` picks the result (default "csae"). Trainer run: the run's parameters, with
-  an evaluation on `eval_store` (computed once and cached in <workdir>/evaluation; a flat run gets
-  post-hoc HAC parents), or without one (cascade parent maps only).
+  def __init__(self, path):
+    from csae_jax import export as export_lib
+    ex = export_lib.load_export(path)
+    self.path = os.fspath(path)
+    self.config = ex.config             # the export's config.json
+    self.model, self.params, self.model_state = ex.model, ex.params, ex.state
+    self.parents = ex.parents
+    self.input_scale = 1.0              # folded into the exported parameters
+    self.step = (ex.config.get("metadata") or {}).get("step")
+
+  def raw_params(self):
+    return self.params, self.model_state
+
+
+def is_export_dir(path) -> bool:
+  from csae_jax import export as export_lib
+  cfg = os.path.join(path, export_lib.CONFIG_FILE)
+  if not os.path.isfile(os.path.join(path, export_lib.WEIGHTS_FILE)) or not os.path.isfile(cfg):
+    return False
+  with open(cfg) as f:
+    return json.load(f).get("format") == export_lib.FORMAT
+
+
+def _evaluate(run, source) -> "eval_lib.Evaluation":
+  """HMS evaluation of one run on an evaluation store (post-hoc HAC parents for a flat model)."""
+  sources_lib.check_source(source, run.model.d, need_embeddings=True)
+  p, s = run.raw_params()
+  subject = subjects_lib.from_model(run.model, p, s)
+  posthoc = None if subject.param_parent_maps is not None or subject.level2 is not None else "hac"
+  return eval_lib.evaluate(subject, source, eval_lib.Options(posthoc=posthoc))
+
+
+def load(workdir: str | os.PathLike, method: str | None = None, *, eval_store: str | None = None,
+         step: int | None = None) -> Hierarchy:
+  """Load an experiment workdir, a single trainer run, or a native export directory.
+
+  Experiment (launch.experiments): `method` picks the result (default "csae"). Trainer run: the
+  run's parameters (checkpoint `step`, default the latest), with an evaluation on `eval_store`
+  (computed once and cached in <workdir>/evaluation; a flat run gets post-hoc HAC parents), or
+  without one (cascade parent maps only). Export (python -m csae_jax.export): its parameters,
+  evaluated on `eval_store` in memory (the export directory is never written).
   """
   from csae_jax import trainer
   workdir = os.fspath(workdir)
+  if is_export_dir(workdir):
+    if step is not None:
+      raise ValueError(f"{workdir} is an export (one set of parameters); step does not apply")
+    run = ExportedRun(workdir)
+    source = sources_lib.open_store(eval_store) if eval_store is not None else None
+    ev = _evaluate(run, source) if source is not None else None
+    name = "csae" if run.model.is_cascade else run.model.name
+    return Hierarchy(config=run.config, runs={"export": run}, evaluation=ev, source=source,
+                     method=method or name, workdir=workdir)
   exp_path = os.path.join(workdir, "experiment.json")
   if os.path.exists(exp_path):
     import ml_collections
@@ -205,7 +252,6 @@ def load(workdir: str, method: str | None = None, *, eval_store: str | None = No
   cache = os.path.join(workdir, "evaluation")
   if eval_store is not None:
     source = sources_lib.open_store(eval_store)
-    sources_lib.check_source(source, run.model.d, need_embeddings=True)
     fp = f"{eval_store}|{run.step}"
     summary = os.path.join(cache, "summary.json")
     if os.path.exists(summary):
@@ -214,11 +260,7 @@ def load(workdir: str, method: str | None = None, *, eval_store: str | None = No
           ev = eval_lib.Evaluation.load(cache)
           ev = ev if ev.stats is not None else None   # evaluated before the dashboard stats
     if ev is None:
-      p, s = run.raw_params()
-      subject = subjects_lib.from_model(run.model, p, s)
-      posthoc = None if subject.param_parent_maps is not None or subject.level2 is not None \
-          else "hac"
-      ev = eval_lib.evaluate(subject, source, eval_lib.Options(posthoc=posthoc))
+      ev = _evaluate(run, source)
       ev.summary["fingerprint"] = fp
       ev.save(cache)
   return Hierarchy(config=run.config, runs={"run": run}, evaluation=ev, source=source,

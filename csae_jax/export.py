@@ -42,6 +42,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 SAELENS_CFG_FILE = "cfg.json"
 SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
+# The cascade's hierarchy next to a SAELens export (SAELens reads only its two files).
+HIERARCHY_FILE = "csae_hierarchy.json"
+HIERARCHY_FORMAT = "csae_jax.hierarchy"
 
 SAELENS_FORMAT_VERSION = "6.0.0"   # the cfg.json layout written (checked with sae-lens 6.54)
 
@@ -415,22 +418,43 @@ def _centred(family: str) -> bool:
   return families.spec(family).centred
 
 
+def hierarchy_sidecar(level: int, parents) -> dict:
+  """The cascade's parent maps as JSON (HIERARCHY_FILE): parents["level{l}"][j] is the level-l
+  parent of atom j of level l-1 (-1: none; SPEC 4), the same arrays as the native export's
+  "parents.level{l}" tensors, so a SAELens user keeps the hierarchy."""
+  maps = {f"level{l}": [int(v) for v in np.asarray(pm)] for l, pm in enumerate(parents, start=2)}
+  return {"format": HIERARCHY_FORMAT, "exported_level": int(level), "num_levels": len(parents) + 1,
+          "parents": maps,
+          "note": "parents.level{l}[j] = level-l parent of atom j of level l-1, -1 = none"}
+
+
 def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
                    level: int | None = None, hook_name: str | None = None,
-                   model_name: str | None = None, overwrite: bool = False) -> Path:
+                   model_name: str | None = None, parents=None,
+                   folded_scale: float | None = None, overwrite: bool = False) -> Path:
   """Write cfg.json + sae_weights.safetensors that SAELens's disk loader reads (SAE.load_from_disk).
 
-  A cascade needs `level` (1-based); level 1 gets the input scale folded, levels >= 2 (whose inputs
-  are Level-1 atoms, not activations) do not.
+  A cascade exports one level (1-based, default 1: the level that reads activations); level 1
+  gets the input scale folded, levels >= 2 (whose inputs are Level-1 atoms) do not. A cascade's
+  parent maps go to HIERARCHY_FILE in the same folder (`parents`: the native export's arrays, else
+  computed as export_model does). `folded_scale`: params already carry this folded scale (a
+  converted native export); recorded, not applied again.
   """
   s = _check_scale(input_scale)
   params, state = folded(model, params, state, s)
+  if folded_scale is not None:
+    s = _check_scale(folded_scale)
   levels = _levels(model, params, state)
+  sidecar = None
   if model.is_cascade:
-    if level is None or not 1 <= level <= len(levels):
-      raise ValueError(f"a cascade needs level in 1..{len(levels)} for SAELens export, "
+    level = 1 if level is None else level
+    if not isinstance(level, int) or not 1 <= level <= len(levels):
+      raise ValueError(f"level must be in 1..{len(levels)} for this {len(levels)}-level cascade, "
                        f"got {level!r}")
     family, cfg, p, st = levels[level - 1]
+    if parents is None:
+      parents = model.parent_maps(params)
+    sidecar = hierarchy_sidecar(level, parents)
   else:
     if level not in (None, 1):
       raise ValueError(f"{model.name!r} is flat; level must be None or 1, got {level!r}")
@@ -457,20 +481,25 @@ def export_saelens(out_dir, model, params, state, *, input_scale: float = 1.0,
   # Older SAELens (< 6) read these at top level; newer ones ignore them. Only when known.
   cfg_json.update({k: v for k, v in (("model_name", model_name), ("hook_name", hook_name))
                    if v is not None})
-  return _write_dir_atomically(Path(out_dir), {SAELENS_WEIGHTS_FILE: _save_safetensors(tensors),
-                                               SAELENS_CFG_FILE: _save_json(cfg_json)}, overwrite)
+  files = {SAELENS_WEIGHTS_FILE: _save_safetensors(tensors), SAELENS_CFG_FILE: _save_json(cfg_json)}
+  if sidecar is not None:
+    files[HIERARCHY_FILE] = _save_json(sidecar)
+  return _write_dir_atomically(Path(out_dir), files, overwrite)
 
 
 # ----------------------------------------------------------------------------- trained runs
-def hooked_module_of_run(config) -> str | None:
-  """The module path the run's training store was extracted from (its manifest), if any."""
+def store_manifest_of_run(config) -> dict:
+  """The manifest of the run's training store ({} for planted data or a missing store)."""
   data = getattr(config, "data", None)
   if data is None or data.get("kind") != "store" or not data.get("path"):
-    return None
+    return {}
   manifest = Path(data.get("path")) / "manifest.json"
-  if manifest.is_file():
-    return json.loads(manifest.read_text()).get("hooked_module")
-  return None
+  return json.loads(manifest.read_text()) if manifest.is_file() else {}
+
+
+def hooked_module_of_run(config) -> str | None:
+  """The module path the run's training store was extracted from (its manifest), if any."""
+  return store_manifest_of_run(config).get("hooked_module")
 
 
 def export_run(workdir, out_dir, *, step: int | None = None, level: int | None = None,
@@ -480,35 +509,62 @@ def export_run(workdir, out_dir, *, step: int | None = None, level: int | None =
   if Path(out_dir).exists() and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
   run = load_run(workdir, step)
-  hooked = hooked_module_of_run(run.config)
+  manifest = store_manifest_of_run(run.config)   # model name and hook from the training store
+  hooked, source_model = manifest.get("hooked_module"), manifest.get("model")
   meta = {"workdir": str(workdir), "step": int(run.step)}
   if saelens:
     return export_saelens(out_dir, run.model, run.params, run.model_state,
                           input_scale=run.input_scale, level=level, hook_name=hooked,
-                          overwrite=overwrite)
+                          model_name=source_model, overwrite=overwrite)
   return export_model(out_dir, run.model, run.params, run.model_state, input_scale=run.input_scale,
-                      level=level, hooked_module=hooked, metadata=meta, overwrite=overwrite)
+                      level=level, hooked_module=hooked, source_model=source_model, metadata=meta,
+                      overwrite=overwrite)
+
+
+def convert_to_saelens(export_dir, out_dir, *, level: int | None = None,
+                       overwrite: bool = False) -> Path:
+  """A native export (checked: format, checksum, shapes) rewritten in SAELens's format, with the
+  hook, model name and parent maps it carries (`python -m csae_jax.export --from_export`)."""
+  if Path(out_dir).exists() and not overwrite:
+    raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+  ex = load_export(export_dir)
+  cfg = ex.config
+  return export_saelens(out_dir, ex.model, ex.params, ex.state, level=level,
+                        hook_name=cfg.get("hooked_module"), model_name=cfg.get("source_model"),
+                        parents=ex.parents if ex.parents else None,
+                        folded_scale=float(cfg.get("input_scale_folded", 1.0)),
+                        overwrite=overwrite)
 
 
 def _define_flags() -> None:
   """Flags exist only when this module is the program (importing it defines none)."""
   flags.DEFINE_string("workdir", None, "Trained run directory (python -m launch.train).")
+  flags.DEFINE_string("from_export", None, "An existing native export to convert (with --saelens).")
   flags.DEFINE_string("out", None, "Export directory to create.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-  flags.DEFINE_integer("level", None, "One cascade level (1-based).")
+  flags.DEFINE_integer("level", None, "One cascade level (1-based; SAELens default: 1).")
   flags.DEFINE_bool("saelens", False, "Write SAELens's cfg.json format.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing export.")
-  flags.mark_flags_as_required(["workdir", "out"])
+  flags.mark_flags_as_required(["out"])
+  flags.mark_flags_as_mutual_exclusive(["workdir", "from_export"], required=True)
 
 
 def main(argv) -> None:
-  """python -m csae_jax.export --workdir=RUN --out=DIR [--level=L] [--saelens] [--overwrite]"""
-  del argv
+  """python -m csae_jax.export --workdir=RUN --out=DIR [--level=L] [--saelens] [--overwrite]
+  python -m csae_jax.export --from_export=EXPORT --out=DIR --saelens [--level=L]"""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if f.from_export and not f.saelens:
+    raise app.UsageError("--from_export converts a native export to SAELens's format: add "
+                         "--saelens")
   from csae_jax import cli
   with cli.user_errors_exit("export"):
-    out = export_run(f.workdir, f.out, step=f.step, level=f.level, saelens=f.saelens,
-                     overwrite=f.overwrite)
+    if f.from_export:
+      out = convert_to_saelens(f.from_export, f.out, level=f.level, overwrite=f.overwrite)
+    else:
+      out = export_run(f.workdir, f.out, step=f.step, level=f.level, saelens=f.saelens,
+                       overwrite=f.overwrite)
   print(f"wrote {out}")
 
 

@@ -108,12 +108,17 @@ def _resized(img: Image.Image, size: int | None) -> Image.Image:
 
 def tfds_source(name: str, split: str, data_dir: str | None = None, image_key: str = "image",
                 label_key: str = "label", id_key: str | None = None,
-                resize: int | None = None) -> Source:
+                resize: int | None = None, undecoded_labels: bool = True) -> Source:
   """A TFDS dataset through `tfds.data_source` (array-record, random access, no TensorFlow).
 
   The dataset must already be prepared in data_dir in the array_record file format
   (`tfds build --file_format=array_record`); `tfds.load` would need TensorFlow, data sources
   do not. Labels and their names come from the ClassLabel feature `label_key`.
+
+  undecoded_labels: read the labels in one pass with the images left undecoded
+  (`tfds.decode.SkipDecoding`, NumPy only: fast on a prepared dataset). False decodes every image
+  once instead; `tfds.testing.mock_data` needs that without TensorFlow, because its fake
+  generator encodes images with TensorFlow whenever a decoder is passed.
   """
   try:
     import tensorflow_datasets as tfds
@@ -124,8 +129,8 @@ def tfds_source(name: str, split: str, data_dir: str | None = None, image_key: s
   builder = tfds.builder(name, data_dir=data_dir)
   ds = tfds.data_source(name, split=split, data_dir=data_dir)
   # one pass over the labels, images left undecoded
-  meta = tfds.data_source(name, split=split, data_dir=data_dir,
-                          decoders={image_key: tfds.decode.SkipDecoding()})
+  meta = ds if not undecoded_labels else tfds.data_source(
+      name, split=split, data_dir=data_dir, decoders={image_key: tfds.decode.SkipDecoding()})
   feature = builder.info.features[label_key]
   names = list(getattr(feature, "names", None) or [])
   n = len(ds)
@@ -198,7 +203,8 @@ def make_source(spec: str, **kwargs: Any) -> Source:
     name, split = rest.split(":")
     return tfds_source(name, split, data_dir=kwargs.get("data_dir"), resize=kwargs.get("resize"),
                        image_key=kwargs.get("image_key", "image"),
-                       label_key=kwargs.get("label_key", "label"))
+                       label_key=kwargs.get("label_key", "label"),
+                       undecoded_labels=kwargs.get("undecoded_labels", True))
   if kind == "procedural":
     n = int(rest) if rest else 4
     return procedural_source(n, size=kwargs.get("resize") or 32, seed=kwargs.get("seed", 0))

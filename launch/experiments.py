@@ -25,6 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  from csae_jax.trainer import metrics as metrics_lib
+  metrics_lib.quiet_library_logs()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint step at INFO
   out = experiments.run_experiment(_CONFIG.value, _WORKDIR.value)

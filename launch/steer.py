@@ -1,14 +1,15 @@
 """Concept insertion / suppression with Level-2 clusters (SPEC 5; the paper's Table 3).
 
-  python -m launch.steer --config=configs/steer_qwen3vl.py \
-      --config.workdir=runs/csae --config.train_store=stores/qwen3vl_coco_train \
+  python -m launch.steer --config=configs/steer_qwen3vl.py --workdir=runs/csae \
+      --config.train_store=stores/qwen3vl_coco_train \
       --config.model_path=Qwen/Qwen3-VL-4B-Instruct --config.images=data/coco_heldout \
       --config.out_dir=steer/qwen3vl_coco
 
-Reads a trained run (--config.workdir; exported with its input scale folded in) or a native export
-(--config.export), picks Level-2 clusters, computes sigma_A on the training store, attaches the hook
-at the module the SAE was trained on (checking the width before any generation), captions the
-held-out images for each arm and writes table3.csv, table3_per_cluster.csv and captions.csv.
+Reads a trained run (--workdir, as for launch.train; exported with its input scale folded in) or a
+native export (--config.export), picks Level-2 clusters, computes sigma_A on the training store,
+attaches the hook at the module the SAE was trained on (checking the width before any
+generation), captions the held-out images for each arm and writes table3.csv,
+table3_per_cluster.csv and captions.csv. The model path and family default to the store's.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Steering config (configs/steer_*.py).",
                                           lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", "", "A trained run directory (what launch.train wrote); "
+                                "or give a native export with --config.export.")
 flags.mark_flags_as_required(["config"])
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -59,9 +62,9 @@ def _steer_config(c):
   return SteerConfig(**s)
 
 
-def resolve_export(c, out_dir: str) -> str:
-  if bool(c.export) == bool(c.workdir):
-    raise ValueError("give exactly one of config.export (a native export) and config.workdir "
+def resolve_export(c, out_dir: str, workdir: str = "") -> str:
+  if bool(c.export) == bool(workdir):
+    raise ValueError("give exactly one of --config.export (a native export) and --workdir "
                      "(a trained run)")
   if c.export:
     return c.export
@@ -70,11 +73,12 @@ def resolve_export(c, out_dir: str) -> str:
   if os.path.exists(path) and not c.overwrite:
     logging.info("reusing the export in %s", path)
     return path
-  return str(export.export_run(c.workdir, path, overwrite=bool(c.overwrite)))
+  return str(export.export_run(workdir, path, overwrite=bool(c.overwrite)))
 
 
-def run(c, log=logging.info) -> dict[str, str]:
-  """The whole experiment for config `c`; returns the paths of the CSV files."""
+def run(c, workdir: str = "", log=logging.info) -> dict[str, str]:
+  """The whole experiment for config `c` on the trained run `workdir` (or c.export); returns the
+  paths of the CSV files."""
   from PIL import Image
 
   from bridge_torch import experiment, judges, steering
@@ -93,7 +97,7 @@ def run(c, log=logging.info) -> dict[str, str]:
   judge = judges.make_judge(c.judge.name, threshold=c.judge.get("threshold"),
                             url=c.judge.get("url") or None, key=c.judge.get("key") or None,
                             model=c.judge.get("model") or None)
-  ex = tsae.load_export(resolve_export(c, c.out_dir))
+  ex = tsae.load_export(resolve_export(c, c.out_dir, workdir))
   mat = tsae.load_export(c.matryoshka_export).level1 if c.matryoshka_export else None
   store = ActivationStore.open(c.train_store)
   if store.d != ex.d:
@@ -107,10 +111,15 @@ def run(c, log=logging.info) -> dict[str, str]:
     log(f"cluster {p.unit}: {len(p.arms.cluster)} atoms, sigma_A={p.sigma:.4g}, "
         f"concept={p.concept.name!r}")
 
-  family = registry.get_family(c.model_family)
+  # the model the store was extracted from, unless the config names one
+  family = registry.get_family(c.model_family or store.manifest.get("family") or "qwen3_vl")
+  model_path = c.model_path or store.manifest.get("model")
+  if not model_path:
+    raise ValueError(f"config.model_path is empty and {c.train_store} names no model")
   module = c.module or ex.hooked_module or family.hook_path()
-  model = registry.load_model(family, c.model_path, dtype=c.dtype, device=c.device)
-  processor = registry.load_processor(family, c.model_path)
+  log(f"model {model_path} ({family.name}), hook {module}")
+  model = registry.load_model(family, model_path, dtype=c.dtype, device=c.device)
+  processor = registry.load_processor(family, model_path)
   captioner = HFCaptioner(model, processor, family, prompt=c.prompt,
                           max_new_tokens=c.max_new_tokens)
   images = [Image.open(p).convert("RGB") for p in image_paths]
@@ -137,7 +146,9 @@ def run(c, log=logging.info) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  paths = run(_CONFIG.value)
+  from csae_jax.trainer import metrics as metrics_lib
+  metrics_lib.quiet_library_logs()    # orbax / jax INFO lines would bury the steering log
+  paths = run(_CONFIG.value, _WORKDIR.value)
   logging.info("wrote %s", paths)
 
 

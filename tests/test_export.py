@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -140,8 +141,8 @@ def test_saelens_format_names_shapes_and_codes(tmp_path, family):
 
 def test_saelens_cascade_levels_and_refusals(tmp_path):
   model, params, state = random_cascade()
-  with pytest.raises(ValueError, match="needs level"):
-    export.export_saelens(tmp_path / "x", model, params, state)
+  with pytest.raises(ValueError, match="level must be in 1..2"):
+    export.export_saelens(tmp_path / "x", model, params, state, level=3)
   out = export.export_saelens(tmp_path / "l2", model, params, state, input_scale=S, level=2)
   cfg = json.loads((out / "cfg.json").read_text())
   assert cfg["metadata"]["cascade_level"] == 2 and cfg["metadata"]["input_scale_folded"] == 1.0
@@ -153,3 +154,77 @@ def test_saelens_cascade_levels_and_refusals(tmp_path):
   with pytest.raises(export.ExportError, match="threshold was never set"):
     export.export_saelens(tmp_path / "bt", m, p, s)
 
+
+
+def test_saelens_cascade_defaults_to_level1_and_carries_the_hierarchy(tmp_path):
+  """Without a level a cascade exports Level 1 (the level that reads activations) with the
+  parent maps in a sidecar JSON equal to the native export's parents tensors."""
+  from safetensors.numpy import load_file
+  model, params, state = random_cascade()
+  out = export.export_saelens(tmp_path / "sl", model, params, state, input_scale=S,
+                              hook_name="model.visual.blocks.23", model_name="Qwen3-VL-4B")
+  cfg = json.loads((out / "cfg.json").read_text())
+  assert cfg["metadata"]["cascade_level"] == 1 and cfg["d_sae"] == model.cfg.levels[0].cfg.n
+  assert cfg["metadata"]["input_scale_folded"] == S
+  native = export.load_export(export.export_model(tmp_path / "nat", model, params, state,
+                                                  input_scale=S))
+  side = json.loads((out / export.HIERARCHY_FILE).read_text())
+  assert side["format"] == export.HIERARCHY_FORMAT and side["num_levels"] == 2
+  np.testing.assert_array_equal(np.asarray(side["parents"]["level2"]), native.parents[0])
+  assert len(side["parents"]["level2"]) == model.cfg.levels[0].cfg.n
+  # the SAELens weights encode like the native export's Level 1
+  w = load_file(str(out / "sae_weights.safetensors"))
+  x = raw_batch()
+  from csae_jax.models import Model
+  lv1 = native.model.cfg.levels[0]
+  ours = np.asarray(Model(lv1.family, lv1.cfg).encode(native.params[0], native.state[0],
+                                                      jnp.asarray(x)))
+  np.testing.assert_allclose(saelens_encode_reference(cfg, w, x), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_an_existing_export_to_saelens(tmp_path):
+  """`python -m csae_jax.export --from_export=... --saelens` writes the same files as exporting
+  the model directly: weights, cfg (hook, model name, folded scale) and hierarchy."""
+  from safetensors.numpy import load_file
+  model, params, state = random_cascade()
+  nat = export.export_model(tmp_path / "nat", model, params, state, input_scale=S,
+                            hooked_module="model.visual.blocks.23", source_model="tiny-qwen")
+  export.convert_to_saelens(nat, tmp_path / "conv")
+  direct = export.export_saelens(tmp_path / "direct", model, params, state, input_scale=S,
+                                 hook_name="model.visual.blocks.23", model_name="tiny-qwen")
+  conv = tmp_path / "conv"
+  a, b = load_file(str(conv / "sae_weights.safetensors")), load_file(
+      str(direct / "sae_weights.safetensors"))
+  assert set(a) == set(b)
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
+  ca, cb = (json.loads((p / "cfg.json").read_text()) for p in (conv, direct))
+  assert ca == cb and ca["model_name"] == "tiny-qwen" and ca["hook_name"] == "model.visual.blocks.23"
+  assert json.loads((conv / export.HIERARCHY_FILE).read_text()) == json.loads(
+      (direct / export.HIERARCHY_FILE).read_text())
+  with pytest.raises(FileExistsError):
+    export.convert_to_saelens(nat, conv)
+  # the command line: python -m csae_jax.export --from_export=... [--saelens]
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "csae_jax.export", f"--from_export={nat}"]
+  bad = subprocess.run(cmd + [f"--out={tmp_path / 'x'}"], capture_output=True, text=True, env=env,
+                       timeout=120)
+  assert bad.returncode != 0 and "add --saelens" in bad.stderr and not (tmp_path / "x").exists()
+  ok = subprocess.run(cmd + [f"--out={tmp_path / 'cli'}", "--saelens"], capture_output=True,
+                      text=True, env=env, timeout=120)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert json.loads((tmp_path / "cli" / "cfg.json").read_text()) == ca
+
+
+def test_model_name_and_hook_come_from_the_training_store(tmp_path):
+  import ml_collections
+  (tmp_path / "manifest.json").write_text(json.dumps({"model": "tiny-qwen",
+                                                      "hooked_module": "model.visual.blocks.1"}))
+  cfg = ml_collections.ConfigDict({"data": {"kind": "store", "path": str(tmp_path)}})
+  assert export.store_manifest_of_run(cfg)["model"] == "tiny-qwen"
+  assert export.hooked_module_of_run(cfg) == "model.visual.blocks.1"
+  planted = ml_collections.ConfigDict({"data": {"kind": "planted", "path": ""}})
+  assert export.store_manifest_of_run(planted) == {}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import time
 
@@ -29,6 +31,7 @@ from absl import logging
 
 from csae_jax import families
 from csae_jax.evaluation import evaluator as eval_lib
+from csae_jax.evaluation import progress as progress_lib
 from csae_jax.evaluation import recovery as recovery_lib
 from csae_jax.evaluation import release as release_lib
 from csae_jax.evaluation import sources as sources_lib
@@ -51,12 +54,15 @@ DISPLAY = {**{n: families.spec(n).display for n in families.names()},
            "hac": "HAC", "spectral": "Spectral", "full": "CSAE (Full)"}
 # Ablation columns that are the same evaluation as a Table-1 method.
 ALIASES = {"full": "csae"}
+# Top-level keys an experiment config shares with a training config (same names, same meaning).
+TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "seed", "checkpoint_every", "log_every")
 
 
 def _split(s) -> list[str]:
-  if isinstance(s, (list, tuple)):
-    return [str(x).strip() for x in s if str(x).strip()]
-  return [x.strip() for x in str(s or "").split(",") if x.strip()]
+  """Names from a tuple (the config's form) or a comma string (--config.methods=csae,relu gives
+  the one-element tuple ('csae,relu',) on the command line)."""
+  items = s if isinstance(s, (list, tuple)) else [s or ""]
+  return [x.strip() for item in items for x in str(item).split(",") if x.strip()]
 
 
 def _plain(c) -> dict:
@@ -103,7 +109,7 @@ def eval_options(config, posthoc=None) -> eval_lib.Options:
   return eval_lib.Options(chunk_tokens=chunk, top_alive=top_alive, act_min=act_min,
                           children=e.children, posthoc=posthoc, posthoc_clusters=config.n2,
                           hac_linkage=e.hac_linkage, spectral_neighbors=e.spectral_neighbors,
-                          top_images=e.top_images, seed=config.train.seed,
+                          top_images=e.top_images, seed=config.seed,
                           images_per_batch=per_batch)
 
 
@@ -122,7 +128,7 @@ def prepare_data(config, workdir: str) -> tuple[str, str, object]:
   from csae_jax import store as store_lib
   pc = planted_lib.PlantedConfig(**_plain(config.data.planted))
   train_src, eval_src, ph = sources_lib.planted_sources(pc, config.data.eval_fraction,
-                                                        config.train.seed)
+                                                        config.seed)
   paths = {}
   for split, src in (("train", train_src), ("eval", eval_src)):
     path = os.path.join(workdir, "data", split)
@@ -199,17 +205,13 @@ def train_config(config, model: dict, train_path: str):
   from csae_jax.trainer.config import base_config
   c = base_config()
   c.model = ml_collections.ConfigDict(model)
-  t = config.train
-  c.steps, c.batch_size, c.seed = t.steps, t.batch_size, t.seed
-  c.lr = t.lr
-  c.warmup_steps = t.warmup_steps
-  c.checkpoint_every = t.checkpoint_every
-  c.log_every = t.log_every
+  for key in TRAIN_KEYS:     # the same names as a training config (csae_jax.trainer.config)
+    c[key] = config[key]
   c.progress = "never"
   c.data.kind = "store"
   c.data.path = train_path
   c.data.verify = config.data.verify
-  c.data.scale_batches = t.scale_batches
+  c.data.scale_batches = config.data.scale_batches
   return c
 
 
@@ -270,7 +272,7 @@ def method_runs(config, method) -> list[str]:
 
 
 def fingerprint(config, method) -> str:
-  keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", "train", "data",
+  keys = {k: _plain(config[k]) for k in ("eval", "n1", "n2", "k1", "k2", *TRAIN_KEYS, "data",
                                          "families", "csae", "posthoc_source", "stacked_k2",
                                          "flat_level2_k")}
   keys["method"] = method
@@ -287,7 +289,7 @@ def evaluate_method(config, method, runs, eval_source, planted, out_dir):
     s["recovery"] = recovery_lib.score_recovery(
         subject.atoms1, ev.parents[0], planted.child_dirs, planted.child_parent,
         atoms2=subject.atoms2 if posthoc is None else None, parent_dirs=planted.parent_dirs,
-        keep=ev.alive, match_cos=config.eval.match_cos, seed=config.train.seed)
+        keep=ev.alive, match_cos=config.eval.match_cos, seed=config.seed)
   s["fingerprint"] = fingerprint(config, method)
   ev.save(out_dir)
   return ev
@@ -310,7 +312,7 @@ def _check_experiment(workdir, config, overwrite):
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    keys = ("data", "n1", "n2", "k1", "k2", "train", "families", "csae", "stacked_k2",
+    keys = ("data", "n1", "n2", "k1", "k2", *TRAIN_KEYS, "families", "csae", "stacked_k2",
             "flat_level2_k")
     diff = [k for k in keys if saved.get(k) != plain.get(k)]
     if diff and not overwrite:
@@ -344,31 +346,8 @@ def run_experiment(config, workdir: str) -> dict:
   models = run_models(config, d)
   methods = _split(config.methods) + [a for a in _split(config.ablations)
                                       if a not in _split(config.methods)]
-  runs = {}
-  results = {}
-  timings = {}
-  for method in dict.fromkeys(methods):
-    key = ALIASES.get(method, method)
-    out_dir = os.path.join(workdir, "results", key)
-    if key in results:
-      results[method] = results[key]
-      continue
-    cached = _load_cached(config, key, out_dir)
-    if cached is not None:
-      _say(f"{method}: evaluation found in {out_dir}, skipped")
-      results[method] = results[key] = cached
-      continue
-    t0 = time.time()
-    for run in _runs_of(config, key):
-      if run not in runs:
-        runs[run] = train_or_load(config, os.path.join(workdir, "runs", run), models[run],
-                                  train_path)
-    t1 = time.time()
-    results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
-                                                     out_dir)
-    timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
-    _say(f"{method}: HMS mean {results[key].summary['hms']['mean']:.4f} "
-         f"(train {t1 - t0:.1f}s, eval {time.time() - t1:.1f}s)")
+  results, timings, progress = _train_and_evaluate(config, workdir, methods, models, train_path,
+                                                   eval_source, planted)
   summaries = {m: results[m].summary for m in methods}
   tables = report_lib.write_tables(os.path.join(workdir, "tables"), summaries,
                                    _split(config.methods), _split(config.ablations), DISPLAY)
@@ -382,12 +361,85 @@ def run_experiment(config, workdir: str) -> dict:
                                thumbs_per_child=config.report.thumbs_per_child,
                                image_root=config.report.image_root)
   eval_lib._atomic_json(os.path.join(workdir, "timings.json"), timings)
+  progress.wrote(workdir)
   return {"summaries": summaries, "tables": tables, "workdir": workdir}
 
 
-def _say(msg):
-  logging.info(msg)
-  print(msg, flush=True)
+def _make_progress(config, workdir, methods) -> progress_lib.Progress:
+  """The plan: which runs are trained or reused, which evaluations are done or cached."""
+  from csae_jax.trainer import checkpoint as ckpt_lib
+  to_eval, cached, runs = [], [], []
+  for method in dict.fromkeys(methods):
+    key = ALIASES.get(method, method)
+    if key in to_eval or key in cached:
+      continue
+    if _load_cached(config, key, os.path.join(workdir, "results", key)) is not None:
+      cached.append(key)
+      continue
+    to_eval.append(key)
+    runs += [r for r in _runs_of(config, key) if r not in runs]
+  finished = [r for r in runs if ckpt_lib.RunDir(os.path.join(workdir, "runs", r)).finished()]
+  return progress_lib.Progress([r for r in runs if r not in finished], finished, to_eval, cached,
+                               config.steps, config.batch_size)
+
+
+def _train_and_evaluate(config, workdir, methods, models, train_path, eval_source, planted):
+  """(results by method, timings, progress): trains missing runs, evaluates missing methods."""
+  progress = _make_progress(config, workdir, methods)
+  progress.plan(_split(config.methods), _split(config.ablations))
+  runs, results, timings = {}, {}, {}
+  for method in dict.fromkeys(methods):
+    key = ALIASES.get(method, method)
+    out_dir = os.path.join(workdir, "results", key)
+    if key in results:
+      results[method] = results[key]
+      continue
+    if key in progress.cached:
+      progress.say(f"{method}: evaluation found in {out_dir}, reused")
+      results[method] = results[key] = _load_cached(config, key, out_dir)
+      continue
+    t0 = time.time()
+    for run in _runs_of(config, key):
+      if run not in runs:
+        trains = run in progress.to_train
+        if trains:
+          progress.start_run(run)
+        t_run = time.time()
+        runs[run] = train_or_load(config, os.path.join(workdir, "runs", run), models[run],
+                                  train_path)
+        if trains:
+          progress.end_run(run, time.time() - t_run)
+    t1 = time.time()
+    results[key] = results[method] = evaluate_method(config, key, runs, eval_source, planted,
+                                                     out_dir)
+    timings[key] = {"train_s": t1 - t0, "eval_s": time.time() - t1}
+    log_eval_scalars(workdir, config, key, results[key].summary)
+    progress.end_eval(method, time.time() - t1, results[key].summary["hms"]["mean"])
+  return results, timings, progress
+
+
+def eval_scalars(summary: dict) -> dict[str, float]:
+  """The evaluation's headline numbers as TensorBoard scalars (finite values only)."""
+  out = {f"eval/hms_{k}": summary["hms"][k] for k in ("mean", "median", "count")
+         if k in summary.get("hms", {})}
+  out.update({f"eval/recon_{k}": v for k, v in summary.get("recon", {}).items() if k != "tokens"})
+  out.update({f"eval/recovery/{k}": v for k, v in (summary.get("recovery") or {}).items()})
+  return {k: float(v) for k, v in out.items()   # numbers.Real: NumPy scalars included
+          if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def log_eval_scalars(workdir, config, method, summary) -> str:
+  """Writes eval/* scalars at the run's last step into the TensorBoard folder of the run the
+  method evaluates (its Level-1 run), next to its training curves; post-hoc methods that share a
+  run (HAC, spectral) get eval/<method>/* tags. Returns the folder."""
+  from tensorboardX import SummaryWriter
+  run = _runs_of(config, method)[0]
+  own = not (method in ABLATION_RUNS and ABLATION_RUNS[method] is None)   # not HAC / spectral
+  tb_dir = os.path.join(workdir, "runs", run, "tensorboard")
+  with SummaryWriter(tb_dir) as tb:
+    for tag, v in eval_scalars(summary).items():
+      tb.add_scalar(tag if own else tag.replace("eval/", f"eval/{method}/", 1), v, config.steps)
+  return tb_dir
 
 
 def _planted_children(config, planted):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging as logging_std
 import pathlib
 import shutil
 
@@ -60,11 +61,35 @@ class RunDir:
         p.unlink()
 
 
+class _ReadOnlyNotices(logging_std.Filter):
+  """Orbax warns three times per read-only manager that it is read-only (what we asked for)."""
+
+  def filter(self, record):
+    msg = record.getMessage()
+    return not ("/orbax/" in record.pathname and ("read_only=True" in msg or "read only" in msg))
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notices():
+  flt = _ReadOnlyNotices()
+  loggers = [logging_std.getLogger("absl"), logging_std.getLogger()]
+  handlers = [h for lg in loggers for h in lg.handlers]
+  for obj in loggers + handlers:
+    obj.addFilter(flt)
+  try:
+    yield
+  finally:
+    for obj in loggers + handlers:
+      obj.removeFilter(flt)
+
+
 def manager(run_dir: RunDir, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=not read_only, read_only=read_only,
-      cleanup_tmp_directories=not read_only, enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(run_dir.checkpoints, options=options, item_names=("state", "meta"))
+  quiet = _quiet_read_only_notices() if read_only else contextlib.nullcontext()
+  with quiet:   # loading a run for evaluation / export is not news
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only, enable_async_checkpointing=not read_only)
+    return ocp.CheckpointManager(run_dir.checkpoints, options=options, item_names=("state", "meta"))
 
 
 class CheckpointCorrupted(ValueError):

@@ -67,25 +67,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def tiny_planted(steps: int) -> ml_collections.ConfigDict:
-  """base_config() with a seconds-long run on a small planted hierarchy (d=16): for tests and
-  smoke runs; the caller sets config.model."""
-  c = base_config()
-  c.model.d = 16
-  c.steps = steps
-  c.batch_size = 64
-  c.lr = 3e-3
-  c.warmup_steps = 5
-  c.checkpoint_every = 20
-  c.keep = 2
-  c.log_every = 10
-  c.data.kind = "planted"
-  c.data.planted = dict(d=16, n_parents=4, children_per_parent=3, n_images=40,
-                        tokens_per_image=16, embed_dim=8, seed=0)
-  c.data.scale_batches = 4
-  return c
-
-
 # Subtrees whose keys are the model's / planted generator's own options, checked where they are
 # used (build_model, make_config, planted.make_dataset); every other key must exist in base_config.
 FREE_FORM = ("model", "data.planted")
@@ -233,42 +214,3 @@ def differences(saved: dict, current: dict) -> list[str]:
 def from_json(text: str) -> ml_collections.ConfigDict:
   """A saved run's config; lenient, so runs saved before unknown keys were refused still load."""
   return complete(json.loads(text), strict=False)
-
-
-# ----------------------------------------------------------------------------- paper settings
-PAPER_N = {"l1": 20_000, "l2": 10_000}   # Level-1 / Level-2 sizes for every method (paper E.1)
-PAPER_K = {"l1": 6, "l2": 1}             # the release's k1, k2 (SPEC 3)
-QWEN3VL_D = 1024                         # Qwen3-VL-4B vision block 23 (SPEC 6)
-
-def paper_baseline(family: str, size: str = "l1", d: int = QWEN3VL_D) -> ml_collections.ConfigDict:
-  """A flat baseline at the paper's sizes: `size` "l1" (n=20000) or "l2" (n=10000).
-
-  The paper trains every flat baseline twice, once per level size, and links them post hoc
-  (paper E.1, E.5). k-sparse families use the release's k for that level (k1=6, k2=1).
-  """
-  if size not in PAPER_N:
-    raise ValueError(f"size must be 'l1' (n=20000) or 'l2' (n=10000), got {size!r}")
-  from csae_jax import families   # here, not at the top: config files stay free of JAX imports
-  known = [n for n in families.names() if families.spec(n).paper_options is not None]
-  if family not in known:
-    raise ValueError(f"no paper baseline for family {family!r}; one of {sorted(known)}")
-  spec = families.spec(family)
-  c = base_config()
-  c.model.name = family
-  c.model.d = d
-  options = {"n": PAPER_N[size], **spec.paper_options}
-  if spec.k_sparse:
-    options["k"] = PAPER_K[size]
-  c.model.options = options
-  paper_run(c)
-  return c
-
-
-def paper_run(c: ml_collections.ConfigDict) -> None:
-  """The release's run length and batch: 1024 tokens per batch, 500M tokens (SPEC 3)."""
-  c.batch_size = 1024
-  c.steps = 500_000_000 // 1024
-  c.warmup_steps = 1000
-  c.checkpoint_every = 5000
-  c.log_every = 500
-  c.data.kind = "store"

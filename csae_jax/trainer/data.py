@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import queue
 import threading
 from typing import Callable
@@ -138,6 +139,27 @@ class StoreSource:
 def _store_bytes(store) -> int:
   itemsize = 2 if str(store.dtype) in ("float16", "bfloat16") else 4
   return int(store.num_tokens) * int(store.d) * itemsize
+
+
+def fill_model_d(config) -> None:
+  """config.model.d from the data when the config leaves it unset: the store manifest's d (no
+  token is read) or the planted hierarchy's d. An explicit d is kept and checked later."""
+  if config.model.get("d") is not None:
+    return
+  if config.data.kind == "store" and config.data.path:
+    from csae_jax import store as store_lib
+    manifest = os.path.join(config.data.path, store_lib.MANIFEST)
+    if not os.path.isfile(manifest):
+      raise FileNotFoundError(f"config.model.d is unset and {manifest} does not exist: give an "
+                              "activation store in config.data.path (or set config.model.d)")
+    with open(manifest) as f:
+      d = json.load(f).get("d")
+  elif config.data.kind == "planted" and config.data.planted.get("d") is not None:
+    d = config.data.planted.get("d")
+  else:
+    return
+  with config.model.ignore_type():
+    config.model.d = int(d)
 
 
 SHUFFLES = ("auto", "global", "window")

@@ -369,7 +369,7 @@ def _run_steps(s: _Setup, ts, start: int, step_fn, ckpts: _Checkpoints):
   config, primary = s.config, s.primary
   resident = bool(config.data.device_resident)
   writer = metrics_lib.MetricWriter(s.run_dir.metrics, s.run_dir.tensorboard, start,
-                                    enabled=primary)
+                                    enabled=primary, config=s.plain)
   progress = metrics_lib.Progress(config.steps, start, config.batch_size, config.progress,
                                   enabled=primary)
   batches = data_lib.Batches(s.source, s.rule,
@@ -451,6 +451,7 @@ def train(config, workdir) -> TrainResult:
   steps (checks, logs, checkpoints, preemption) -> final checkpoint and report.
   """
   config = cfg_lib.complete(config)
+  data_lib.fill_model_d(config)   # d from the store manifest when the config leaves it unset
   cfg_lib.validate(config)
   multihost.initialize_from_config(config)
   if jax.process_index() != 0:

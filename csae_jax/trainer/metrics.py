@@ -1,7 +1,9 @@
 """Metric writers: JSON lines, TensorBoard events (tensorboardX, no TensorFlow), progress line.
 
 Only process 0 writes. Metric names keep the model's prefixes ("l1/fvu", "l2/live_atoms", ...),
-so each cascade level has its own curves.
+so each cascade level has its own curves. A flat model's metrics carry no prefix; TensorBoard gets
+them under "l1/" as well ("l1/fvu" next to "fvu"), so a flat run overlays with a cascade's Level 1.
+The run's config goes to TensorBoard as text and as hparams (the HParams dashboard).
 """
 from __future__ import annotations
 
@@ -21,9 +23,50 @@ def _finite_or_str(v: float):
   return v if math.isfinite(v) else str(v)
 
 
+# Metrics of the whole run rather than of one level: never given a level prefix.
+RUN_METRICS = ("lr", "grad_norm", "steps_per_s", "tokens_per_s")
+
+
+def tensorboard_tags(metrics: dict[str, float]) -> dict[str, float]:
+  """TensorBoard tags: a cascade's names as they are; a flat model's (no "/" anywhere) also under
+  "l1/", the tag the same family has as a cascade's Level 1."""
+  if any("/" in k for k in metrics):
+    return dict(metrics)
+  out = dict(metrics)
+  out.update({f"l1/{k}": v for k, v in metrics.items() if k not in RUN_METRICS})
+  return out
+
+
+def _flat_hparams(config: dict, prefix: str = "") -> dict:
+  """Scalars of a plain config as {dotted key: bool|int|float|str}; lists become strings."""
+  out = {}
+  for k, v in config.items():
+    key = prefix + str(k)
+    if isinstance(v, dict):
+      out.update(_flat_hparams(v, key + "."))
+    elif isinstance(v, (bool, int, float, str)):
+      out[key] = v
+    elif v is not None:
+      out[key] = json.dumps(v, sort_keys=True)
+  return out
+
+
+HPARAM_METRICS = ("loss", "l1/fvu", "l1/l0", "l1/dead_fraction", "l2/fvu")
+
+
+def write_config(tb, config: dict, step: int = 0) -> None:
+  """The config as text (JSON) and as hparams with the headline metrics (tensorboardX)."""
+  from tensorboardX.summary import hparams
+  tb.add_text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step)
+  hp = _flat_hparams({k: v for k, v in config.items() if k not in ("distributed",)})
+  exp, ssi, sei = hparams(hp, {m: 0.0 for m in HPARAM_METRICS})
+  for summary in (exp, ssi, sei):
+    tb.file_writer.add_summary(summary, step)
+
+
 class MetricWriter:
   def __init__(self, metrics_path: pathlib.Path, tb_dir: pathlib.Path, resume_step: int,
-               enabled: bool = True):
+               enabled: bool = True, config: dict | None = None):
     self.enabled = enabled
     self._tb = None
     if not enabled:
@@ -42,6 +85,8 @@ class MetricWriter:
     self._file = open(metrics_path, "a")
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
+    if config is not None and not resume_step:
+      write_config(self._tb, config)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
@@ -49,7 +94,7 @@ class MetricWriter:
     row = {"step": step, **{k: _finite_or_str(float(v)) for k, v in metrics.items()}}
     self._file.write(json.dumps(row, sort_keys=True) + "\n")
     self._file.flush()
-    for k, v in metrics.items():
+    for k, v in tensorboard_tags(metrics).items():
       if math.isfinite(float(v)):
         self._tb.add_scalar(k, float(v), step)
     self._tb.flush()

@@ -83,7 +83,6 @@ def test_steer_launch_end_to_end(tmp_path):
   mat = export.export_model(tmp_path / "mat", mm, mp, ms, hooked_module=module)
 
   cfg = steer_qwen3vl.get_config()
-  cfg.workdir = workdir
   cfg.train_store = store
   cfg.matryoshka_export = str(mat)
   cfg.images = str(heldout)
@@ -93,7 +92,7 @@ def test_steer_launch_end_to_end(tmp_path):
   cfg.steer.insert_images = 3
   cfg.steer.min_children = 2
   cfg.out_dir = str(tmp_path / "out")
-  paths = launch_steer.run(cfg, log=lambda s: None)
+  paths = launch_steer.run(cfg, workdir, log=lambda s: None)
 
   exp = export.read_export_files(tmp_path / "out" / "export")[0]
   assert exp["hooked_module"] == module and exp["input_scale_folded"] > 0
@@ -122,4 +121,4 @@ def test_steer_launch_end_to_end(tmp_path):
   steered = [r for r in caps if r["arm"] == "cluster" and r["direction"] == "insert"]
   assert any(r["caption"] != base_caps[(r["unit"], r["image_id"])] for r in steered)
   with pytest.raises(FileExistsError, match="overwrite"):
-    launch_steer.run(cfg, log=lambda s: None)
+    launch_steer.run(cfg, workdir, log=lambda s: None)

@@ -63,3 +63,31 @@ def test_hierarchy_writes_its_dashboard(experiment, tmp_path):
                     .split("</script>")[0])
   assert data["title"] == "CSAE concept dashboard" and len(data["units"]) == 2
   assert data["has_stats"] and data["units"][0]["ev"]
+
+
+def test_load_an_export_directory(experiment, tmp_path):
+  """csae_jax.load accepts a native export: same parameters, parents and HMS as the run it came
+  from, and the export directory is left untouched."""
+  import inspect
+
+  import csae_jax
+  from csae_jax import export
+  wd = experiment["workdir"]
+  run_dir = os.path.join(wd, "runs", "csae_full")
+  out = export.export_run(run_dir, tmp_path / "exp")
+  before = sorted(os.listdir(out))
+  eval_store = os.path.join(wd, "data", "eval")
+  h = csae_jax.load(out, eval_store=eval_store)
+  from_run = api.load(run_dir, eval_store=eval_store)
+  assert h.method == "csae" and h.num_levels == 2 and sorted(os.listdir(out)) == before
+  np.testing.assert_array_equal(h.parent_maps[0], from_run.parent_maps[0])
+  np.testing.assert_allclose(h.hms(), from_run.hms(), rtol=1e-5, atol=1e-6, equal_nan=True)
+  x = h.source.read_tokens(0, 7)
+  np.testing.assert_allclose(h.encode(x), from_run.encode(x), rtol=1e-5, atol=1e-6)
+  bare = csae_jax.load(out)
+  np.testing.assert_array_equal(bare.parent_maps[0], export.load_export(out).parents[0])
+  with pytest.raises(ValueError, match="step does not apply"):
+    csae_jax.load(out, step=3)
+  params = inspect.signature(csae_jax.load).parameters
+  assert list(params) == ["path", "method", "eval_store", "step"]
+  assert "export" in csae_jax.load.__doc__

@@ -57,8 +57,9 @@ def test_changed_experiment_config_refuses_to_mix(experiment):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("methods", "batchtopk,nope", "unknown method 'nope'"),
-    ("ablations", "hac,bogus", "unknown ablation 'bogus'"),
+    ("methods", ("batchtopk", "nope"), "unknown method 'nope'"),
+    ("methods", ("batchtopk,nope",), "unknown method 'nope'"),   # what csae,nope parses to
+    ("ablations", ("hac", "bogus"), "unknown ablation 'bogus'"),
     ("k1", 99, "exceed"),
     ("posthoc_source", "kmeans", "posthoc_source"),
 ])
@@ -73,8 +74,8 @@ def test_config_errors_name_the_key(key, value, match):
 def test_run_models_cover_every_method():
   from tests.evaluation.tiny import tiny_experiment_config
   c = tiny_experiment_config()
-  c.methods = ",".join(experiments.TABLE_METHODS)
-  c.ablations = ",".join(experiments.ABLATIONS)
+  c.methods = tuple(experiments.TABLE_METHODS)
+  c.ablations = tuple(experiments.ABLATIONS)
   models = experiments.run_models(c, 16)
   want = {f"{f}_l{l}" for f in experiments.FLAT_FAMILIES for l in (1, 2)}
   want |= {"matryoshka", "stacked", "csae_full", "csae_partial", "csae_bilateral"}
@@ -82,3 +83,53 @@ def test_run_models_cover_every_method():
   assert models["csae_partial"]["cascade"]["stop_gradient"] == "partial"
   assert models["matryoshka"]["options"]["group_sizes"] == [c.n1, c.n2]
   assert models["relu_l2"]["options"]["n"] == c.n2
+
+
+def test_progress_plan_eta_and_paths(tmp_path):
+  """The ETA is the measured pace times what is left: 2 of 3 runs trained in 10 s and 30 s ->
+  20 s per run, 1 run left; 1 of 2 evaluations took 4 s -> 4 s more; 24 s in all."""
+  from csae_jax.evaluation import progress as progress_lib
+  said = []
+  p = progress_lib.Progress(["a_l1", "a_l2", "csae_full"], ["old"], ["a", "csae"], ["hac"],
+                            steps=100, batch_size=64, say=said.append)
+  p.plan(["a", "csae"], ["hac"])
+  assert "train 3 runs x 100 steps (batch 64): a_l1, a_l2, csae_full; reuse 1 finished: old" \
+      in said[1]
+  assert "evaluate 2: a, csae; cached 1: hac" in said[2]
+  assert p.eta_s() is None
+  p.start_run("a_l1")
+  p.end_run("a_l1", 10.0)
+  p.end_run("a_l2", 30.0)
+  assert said[-1].startswith("[train 2/3] a_l2 done in 30s (3.3 steps/s)")
+  assert p.eta_s() is None and said[-1].endswith("ETA after the first evaluation")
+  p.end_eval("a", 4.0, 0.5)
+  assert p.eta_s() == pytest.approx(24.0) and said[-1].endswith("ETA 24s")
+  (tmp_path / "tables").mkdir()
+  (tmp_path / "tables" / "table1_2.md").write_text("x")
+  (tmp_path / "browser").mkdir()
+  (tmp_path / "browser" / "index.html").write_text("x")
+  lines = p.wrote(str(tmp_path))
+  assert any("table1_2.md" in l for l in lines)
+  assert any(l.strip() == f"browser: {tmp_path / 'browser' / 'index.html'}" for l in lines)
+
+
+def test_rerun_says_everything_is_reused(experiment, capsys):
+  experiments.run_experiment(experiment["config"], experiment["workdir"])
+  out = capsys.readouterr().out
+  assert "plan: train 0 runs" in out and "plan: evaluate 0: -; cached" in out
+  assert "browser: " in out and "index.html" in out
+
+
+def test_runner_writes_eval_scalars_next_to_the_training_curves(experiment):
+  """TensorBoard: HMS and recovery at the last step, next to each run's training curves."""
+  from tests.tb_events import read_events
+  wd = experiment["workdir"]
+  steps = experiment["config"].steps
+  csae, _ = read_events(os.path.join(wd, "runs", "csae_full", "tensorboard"))
+  summary = experiment["out"]["summaries"]["csae"]
+  assert csae["eval/hms_mean"][-1] == (steps, pytest.approx(summary["hms"]["mean"], rel=1e-6))
+  assert "l1/fvu" in csae
+  rec = summary["recovery"]["mean_best_child_cos"]     # NaN recovery entries are left out
+  assert csae["eval/recovery/mean_best_child_cos"] == [(steps, pytest.approx(rec, rel=1e-6))]
+  flat, _ = read_events(os.path.join(wd, "runs", "batchtopk_l1", "tensorboard"))
+  assert "l1/fvu" in flat and "eval/hms_mean" in flat and "eval/hac/hms_mean" in flat

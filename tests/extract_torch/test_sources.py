@@ -1,4 +1,4 @@
-"""Image sources: folder layout, procedural images, TFDS without the package."""
+"""Image sources: folder layout, procedural images, TFDS through the real package and without it."""
 import sys
 
 import numpy as np
@@ -51,9 +51,34 @@ def test_tfds_without_the_package_gives_a_clear_error(monkeypatch):
     sources.make_source("tfds:imagenet2012:validation")
 
 
+def test_tfds_source_through_the_real_package():
+  """tensorflow-datasets itself (no TensorFlow): `tfds.testing.mock_data` with the real
+  imagenette builder code serves `tfds.data_source("imagenette/320px", split="train")` offline;
+  the adapter reads labels, names and images through it. Label names come from the builder's
+  ClassLabel feature (10 imagenette synsets); images and labels must match what the data source
+  itself returns for the same index."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+    src = sources.make_source("tfds:imagenette/320px:train", resize=None, undecoded_labels=False)
+    direct = tfds.data_source("imagenette/320px", split="train")
+    assert len(src) == len(direct) == 5
+    assert len(src.label_names) == 10 and src.label_names[0].startswith("n0")
+    assert src.ids == [f"imagenette/320px/train/{i}" for i in range(5)]
+    for i in range(5):
+      ex = direct[i]
+      assert src.labels[i] == int(ex["label"]) and 0 <= src.labels[i] < 10
+      img = np.asarray(src.load(i))
+      assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
+      np.testing.assert_array_equal(img, ex["image"])
+    resized = sources.tfds_source("imagenette/320px", "train", resize=16, undecoded_labels=False)
+    assert resized.load(2).size == (16, 16)
+    assert src.fingerprint["kind"] == "tfds" and src.fingerprint["n"] == 5
+
+
 def test_tfds_adapter_against_the_documented_data_source_api(monkeypatch):
-  """tensorflow-datasets is not installed (offline): a stand-in module with the documented
-  surface (tfds.builder(...).info.features[label].names, tfds.data_source(name, split=,
+  """The SkipDecoding label pass (the default) cannot run under `tfds.testing.mock_data` without
+  TensorFlow (the mock encodes images with TF whenever a decoder is passed): a stand-in module
+  with the documented surface (tfds.builder(...).info.features[label].names, tfds.data_source(name, split=,
   data_dir=, decoders=) -> random-access sequence of dicts, tfds.decode.SkipDecoding) checks how
   the adapter uses it: labels read with images left undecoded, images decoded on load."""
   import io

@@ -1,4 +1,5 @@
-"""Every trainer config file builds a valid model and documents its run command."""
+"""Every trainer config file builds a valid model, documents its run command, and its list-valued
+settings are tuples that the absl command line can override."""
 import importlib.util
 
 import pytest
@@ -9,7 +10,7 @@ from csae_jax.trainer import config as cfg_lib
 from trainer_helpers import REPO
 
 FAMILIES = ["relu", "topk", "batchtopk", "jumprelu", "gated", "pannealing"]
-FILES = FAMILIES + ["matryoshka", "stacked", "csae_release", "tiny_relu", "tiny_csae"]
+FILES = ["baseline", "matryoshka", "stacked", "csae_release", "tiny_relu", "tiny_csae"]
 
 
 def _module(name):
@@ -19,11 +20,24 @@ def _module(name):
   return mod
 
 
+def _no_lists(tree, path="config"):
+  """Lists cannot be overridden from the command line (ml_collections); tuples can."""
+  if isinstance(tree, list):
+    raise AssertionError(f"{path} is a list; use a tuple so --{path}=... works")
+  items = tree.items() if hasattr(tree, "items") else enumerate(tree) \
+      if isinstance(tree, tuple) else ()
+  for k, v in items:
+    _no_lists(v, f"{path}.{k}")
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_config_builds_and_documents_its_command(name):
   mod = _module(name)
-  assert "python launch/train.py --config=configs/" + name in mod.__doc__
-  config = cfg_lib.complete(mod.get_config())
+  assert "python -m launch.train --config=configs/" + name in mod.__doc__
+  assert "Expected" in mod.__doc__
+  raw = mod.get_config()
+  _no_lists(raw)
+  config = cfg_lib.complete(raw)
   if config.data.kind == "store":
     config.data.path = "stores/example"     # the one key a paper config leaves to the user
   cfg_lib.validate(config)
@@ -31,15 +45,36 @@ def test_config_builds_and_documents_its_command(name):
   assert model.d == config.model.d
 
 
+@pytest.mark.parametrize("name", ["planted_csae", "experiments_store", "experiments_planted",
+                                  "tutorial_train", "tutorial_experiments", "tutorial_steer",
+                                  "steer_qwen3vl", "steer_gemma3", "steer_llava"])
+def test_every_other_config_has_tuples_not_lists(name):
+  _no_lists(_module(name).get_config())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_baselines_at_both_paper_sizes(family):
-  mod = _module(family)
-  l1, l2 = (build_model(mod.get_config(s).model, 1000) for s in ("l1", "l2"))
-  assert (l1.n, l2.n, l1.d) == (20_000, 10_000, 1024)
+  mod = _module("baseline")
+  l1, l2 = (build_model(mod.get_config(f"{family},{s}").model, 1000) for s in ("l1", "l2"))
+  assert (l1.name, l1.n, l2.n, l1.d) == (family, 20_000, 10_000, 1024)
   if family in ("topk", "batchtopk"):
     assert (l1.cfg.k, l2.cfg.k) == (6, 1)
+    assert l1.cfg.aux_k == 512
   with pytest.raises(ValueError, match="size must be"):
-    mod.get_config("l3")
+    mod.get_config(f"{family},l3")
+  assert build_model(mod.get_config(family).model, 1000).n == 20_000   # size defaults to l1
+
+
+def test_baseline_names_the_families_on_a_bad_argument():
+  with pytest.raises(ValueError, match="no paper baseline for family 'csae'.*batchtopk"):
+    _module("baseline").get_config("csae,l1")
+
+
+def test_paper_constants_live_in_configs_common():
+  from configs import common
+  assert common.PAPER_N == {"l1": 20_000, "l2": 10_000} and common.PAPER_K == {"l1": 6, "l2": 1}
+  assert common.PAPER_TOKENS == 500_000_000 and common.PAPER_BATCH == 1024
+  assert not hasattr(cfg_lib, "PAPER_N") and not hasattr(cfg_lib, "paper_baseline")
 
 
 def test_release_csae_setting():

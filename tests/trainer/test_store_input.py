@@ -98,3 +98,31 @@ def test_dimension_and_split_mismatch(tmp_path, store_path):
   with pytest.raises(ValueError, match="split 'train' but config.data.split='test'"):
     trainer.train(_store_config(store_path, split="test"), tmp_path / "run")
   assert _no_training(tmp_path / "run")
+
+
+def test_model_d_comes_from_the_store_manifest(tmp_path):
+  """A config without model.d takes the store's d (issue 11: no --config.model.d=32)."""
+  import json
+
+  import pytest
+  from configs import common
+  from csae_jax.trainer import config as cfg_lib
+  from csae_jax.trainer import data as data_lib
+  (tmp_path / "manifest.json").write_text(json.dumps({"d": 48}))
+  c = cfg_lib.complete(common.tiny_planted(5))
+  del c.model["d"]
+  c.model.name = "relu"
+  c.data.kind, c.data.path = "store", str(tmp_path)
+  data_lib.fill_model_d(c)
+  assert c.model.d == 48
+  c.model.d = 32                         # an explicit d is kept (and checked against the data)
+  data_lib.fill_model_d(c)
+  assert c.model.d == 32
+  del c.model["d"]
+  c.data.path = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="model.d is unset"):
+    data_lib.fill_model_d(c)
+  p = cfg_lib.complete(common.tiny_planted(5))
+  del p.model["d"]
+  data_lib.fill_model_d(p)
+  assert p.model.d == p.data.planted.d == 16

@@ -13,6 +13,10 @@ import collections
 BACKENDS = ("", "cpu", "gpu", "tpu", "accelerator")
 
 
+class BackendMismatch(ValueError):
+  """The program runs on another backend than --require_backend asked for (a user error)."""
+
+
 def device_summary() -> dict:
   """backend, process count and the kinds of devices (global and local counts)."""
   import jax
@@ -43,7 +47,7 @@ def require_backend(required: str, summary: dict | None = None) -> None:
   s = summary if summary is not None else device_summary()
   ok = (s["backend"] != "cpu") if required == "accelerator" else (s["backend"] == required)
   if not ok:
-    raise RuntimeError(
+    raise BackendMismatch(
         f"--require_backend={required} but JAX runs on {s['backend']} with {s['devices']} "
         f"device(s) {s['kinds']}: install the accelerator build (pip install -e '.[gpu]' on a "
         "CUDA 12 node, '.[tpu]' on a TPU VM), check that the job was given the devices "

@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import common
 from csae_jax.evaluation import experiments
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/experiments_*.py).",
@@ -25,6 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  common.announce_jax("experiments")
   from csae_jax.trainer import metrics as metrics_lib
   metrics_lib.quiet_library_logs()
   if not flags.FLAGS["verbosity"].present:

@@ -27,6 +27,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from launch import common
+
 _MODEL = flags.DEFINE_string("model", None, "Model id or local directory (from_pretrained).")
 _FAMILY = flags.DEFINE_enum("family", None, ["qwen3_vl", "gemma3", "llava", "generic"],
                             "Model family (default: from config.json's model_type).")
@@ -120,6 +122,7 @@ def _main(argv):
     return
   if not _MODEL.value or not _SOURCE.value:
     raise app.UsageError("--model and --source are required")
+  common.announce_torch("extract", _DEVICE.value)
   if _BUILD_TINY.value:
     from extract_torch.tiny_models import build_tiny
     if not os.path.isdir(_MODEL.value):

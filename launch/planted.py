@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launch import common
 from launch import planted_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/planted_csae.py", "Job config.")
@@ -24,6 +25,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/planted", "Output directory.")
 
 def main(argv):
   del argv
+  common.announce_jax("planted")
   from csae_jax.trainer import metrics as metrics_lib
   metrics_lib.quiet_library_logs()
   report = planted_job.run(_CONFIG.value, _WORKDIR.value)

@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Steering config (configs/steer_*.py).",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run directory (what launch.train wrote); "
@@ -146,6 +148,7 @@ def run(c, workdir: str = "", log=logging.info) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.announce_jax("steer")
   from csae_jax.trainer import metrics as metrics_lib
   metrics_lib.quiet_library_logs()    # orbax / jax INFO lines would bury the steering log
   paths = run(_CONFIG.value, _WORKDIR.value)

@@ -20,6 +20,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, config).")
@@ -59,6 +61,7 @@ def _main(argv):
     config.distributed.num_processes = _NUM_PROCESSES.value
     config.distributed.process_id = _PROCESS_ID.value
   multihost.initialize_from_config(config)
+  common.announce_jax("train")
   result = trainer.train(config, _WORKDIR.value)
   logging.info("done: step %d, %.0f tokens/s, checkpoints %s", result.step, result.tokens_per_s,
                result.checkpoint_steps)

@@ -17,11 +17,11 @@ def test_require_backend():
   runtime.require_backend("cpu", cpu)
   runtime.require_backend("gpu", gpu)
   runtime.require_backend("accelerator", gpu)
-  with pytest.raises(RuntimeError, match="--require_backend=gpu but JAX runs on cpu"):
+  with pytest.raises(runtime.BackendMismatch, match="--require_backend=gpu but JAX runs on cpu"):
     runtime.require_backend("gpu", cpu)
-  with pytest.raises(RuntimeError, match="accelerator"):
+  with pytest.raises(runtime.BackendMismatch, match="accelerator"):
     runtime.require_backend("accelerator", cpu)
-  with pytest.raises(RuntimeError, match="tpu"):
+  with pytest.raises(runtime.BackendMismatch, match="tpu"):
     runtime.require_backend("tpu", gpu)
   with pytest.raises(ValueError, match="must be one of"):
     runtime.require_backend("cuda", gpu)

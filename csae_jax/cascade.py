@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from csae_jax import conventions as cv
+from csae_jax import coupling as coupling_lib
 from csae_jax.families import base
 from csae_jax.families import get_family
 
@@ -43,6 +44,8 @@ class Config:
   empty_live: str = "skip"                 # skip | all: what to do when no atom is live
   live_eps: float = 0.0                    # atom live when active > live_eps on some row
   parent_min: float = 1e-3                 # no parent when the max activation <= this
+  parent_rel_min: float = 0.0              # abstain when max activation < this x the median max
+  coupling: str = "raw"                    # raw (SPEC 3) | ratio (alpha = target gradient ratio)
   adam_b1: float = 0.9
 
   @property
@@ -87,6 +90,13 @@ class Config:
     if self.stop_gradient not in STOP_GRADIENT_MODES:
       raise ValueError(f"stop_gradient must be one of {STOP_GRADIENT_MODES}, "
                        f"got {self.stop_gradient!r}")
+    if self.coupling not in coupling_lib.COUPLINGS:
+      raise ValueError(f"coupling must be one of {coupling_lib.COUPLINGS}, got {self.coupling!r}")
+    if self.coupling == "ratio" and any(a < 0 for a in self.alphas):
+      raise ValueError(f"coupling='ratio' takes alphas as target gradient ratios >= 0, got "
+                       f"{self.alphas}")
+    if not 0.0 <= self.parent_rel_min < 1.0:
+      raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
     if self.empty_live not in EMPTY_LIVE_MODES:
       raise ValueError(f"empty_live must be one of {EMPTY_LIVE_MODES}, got {self.empty_live!r}")
 
@@ -149,17 +159,18 @@ def reinit_level_biases(params, cfg: Config, step):
   return tuple(params)
 
 
-def upper_levels(params, state, live, cfg: Config, *, step=None):
+def upper_levels(params, state, live, cfg: Config, *, step=None, inputs=None):
   """sum_{l>=2} alpha_l L_l given level 1's live atoms (SPEC 3, dynamic masking and N levels).
 
-  Returns (loss, metrics, new states of levels >= 2). Level l's data are level l-1's atoms.
+  Returns (loss, metrics, new states of levels >= 2). Level l's data are level l-1's atoms, or
+  inputs[l-1] when given (the coupling's copies, csae_jax.coupling.split_decoders).
   """
   step_v = jnp.asarray(0 if step is None else step)
   total = jnp.asarray(0.0, jnp.float32)
   metrics, new_states = {}, []
   for l in range(1, cfg.num_levels):
     lv = cfg.levels[l]
-    atoms = params[l - 1]["W_dec"]
+    atoms = params[l - 1]["W_dec"] if inputs is None else inputs[l - 1]
     n_live = jnp.sum(live, dtype=jnp.int32)
     any_live = n_live > 0
     if cfg.empty_live == "all":
@@ -173,7 +184,7 @@ def upper_levels(params, state, live, cfg: Config, *, step=None):
     level_loss, lout = get_family(lv.family).loss(params[l], state[l], x_in, lv.cfg, step=step,
                                                   row_mask=mask, target=tgt)
     on = term_on & started
-    total = total + jnp.where(on, cfg.alpha(l) * level_loss, 0.0)
+    total = total + jnp.where(on, coupling_lib.level_weight(cfg, l) * level_loss, 0.0)
     new_states.append(cv.tree_select(started, lout.state, state[l]))
     pre = f"l{l + 1}/"
     metrics.update({pre + k: v for k, v in lout.metrics.items()})
@@ -183,12 +194,16 @@ def upper_levels(params, state, live, cfg: Config, *, step=None):
   return total, metrics, tuple(new_states)
 
 
-def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None):
-  """Joint objective L = L1 + sum_l alpha_l L_l (SPEC 3)."""
+def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None, probes=None):
+  """Joint objective L = L1 + sum_l alpha_l L_l (SPEC 3), coupled by cfg.coupling.
+
+  probes: optional (num_levels - 1,) zeros whose gradients are the raw coupling ratios.
+  """
+  params, inputs = coupling_lib.split_decoders(params, cfg, probes)
   l1, out = _fam(cfg, 0).loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
                               row_mask=row_mask, target=target)
   live = live_mask(out.codes, row_mask, cfg.live_eps)
-  upper, metrics, states = upper_levels(params, state, live, cfg, step=step)
+  upper, metrics, states = upper_levels(params, state, live, cfg, step=step, inputs=inputs)
   metrics.update({f"l1/{k}": v for k, v in out.metrics.items()})
   total = l1 + upper
   metrics["loss"] = total
@@ -221,7 +236,11 @@ def parent_maps(params, cfg: Config):
   for l in range(1, cfg.num_levels):
     act = _fam(cfg, l).dense_activation(params[l], params[l - 1]["W_dec"], cfg.levels[l].cfg)
     best = jnp.argmax(act, axis=-1).astype(jnp.int32)
-    maps.append(jnp.where(act.max(-1) > cfg.parent_min, best, -1))
+    top = act.max(-1)
+    keep = top > cfg.parent_min
+    if cfg.parent_rel_min > 0:   # abstention (docs/hierarchy_quality.md): far below typical
+      keep &= top >= cfg.parent_rel_min * jnp.median(top)
+    maps.append(jnp.where(keep, best, -1))
   return tuple(maps)
 
 

@@ -16,6 +16,7 @@ import optax
 from absl import logging
 
 from csae_jax import conventions as cv
+from csae_jax import coupling
 from csae_jax.models import Model
 
 
@@ -45,10 +46,7 @@ def init_train_state(model: Model, optimizer, key, x_first) -> TrainState:
 def train_step(model: Model, optimizer, schedule, ts: TrainState, x) -> tuple[TrainState, dict]:
   params = model.pre_step(ts.params, ts.step)
 
-  def loss_fn(p):
-    return model.loss(p, ts.model_state, x, step=ts.step)
-
-  (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (loss, out), grads = coupling.value_and_grad(model, params, ts.model_state, x, ts.step)
   updates, opt_state = optimizer.update(grads, ts.opt_state, params)
   new_params = optax.apply_updates(params, updates)
   new_params = cv.renormalize_decoders(new_params, model.decoder_mask(new_params))

@@ -35,10 +35,11 @@ def get_config():
   c.families.matryoshka.threshold_start = 50
   c.csae.level1 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
   c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
-  # alpha = 0.02, not the release's 1: on this small dictionary L2 (unit atoms) outweighs L1 (tokens
-  # at E||x||^2 = 1) and alpha = 1 collapses Level 1 (see docs/design.md, "alpha").
+  # Scale-free coupling (docs/hierarchy_quality.md): alpha is the target ratio of the Level-2 to
+  # the Level-1 gradient norm on the Level-1 decoder. Raw alpha = 1 (the release) collapses Level 1.
   c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=(100,),
-                                                  alphas=(0.02,)))
+                                                  alphas=(0.1,), coupling="ratio",
+                                                  parent_rel_min=0.0))
   c.eval.chunk_tokens = 1024
   c.eval.top_images = 8
   c.report.max_parents = 50

@@ -1,0 +1,45 @@
+"""The hierarchy benchmark (csae_jax/benchmarks): every method x 4 regimes x 3 seeds.
+
+  python launch/benchmark.py --config=configs/benchmark_hierarchy.py --workdir=/tmp/bench_h
+
+Regimes (csae_jax/benchmarks/generators.py): cofire (a), geometric (b), three (c), hard (d).
+Methods are built as in the experiments runner (configs/experiments_planted.py: families,
+thresholds, and the project's CSAE defaults, coupling "ratio"); sizes n1 192, n2 24, k 3/1.
+Score your own data: --config.datasets=DIR1,DIR2 (each with data.npz and truth.npz).
+Table and figures: docs/hierarchy_quality.md.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _planted_experiment():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments_planted.py")
+  spec = importlib.util.spec_from_file_location("experiments_planted", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.methods = "pair,hac,spectral,matryoshka,stacked,csae_full,csae_partial,csae_bilateral"
+  c.regimes = "cofire,geometric,three,hard"
+  c.seeds = "0,1,2"
+  c.datasets = ""                  # comma-separated dataset dirs (data.npz + truth.npz) instead
+  c.generator = ml_collections.ConfigDict()   # per-regime GenConfig overrides, e.g. hard.n_orphans
+  for r in ("cofire", "geometric", "three", "hard"):
+    c.generator[r] = ml_collections.ConfigDict()
+  c.eval_fraction = 0.2
+  c.n1, c.n2, c.k1, c.k2 = 192, 24, 3, 1
+  c.steps = 2000
+  c.batch_size = 1024
+  c.lr = 3e-3
+  c.warmup_steps = 20
+  c.match_cos = 0.9
+  e = _planted_experiment()
+  e.csae.cascade.level_start_steps = [200]
+  c.experiment = ml_collections.ConfigDict(dict(
+      families=e.families, csae=e.csae, flat_level2_k=e.flat_level2_k, stacked_k2=e.stacked_k2))
+  return c

@@ -135,6 +135,8 @@ class Dataset:
   token_offsets: np.ndarray   # (n_images + 1,)
   image_parent: np.ndarray    # (n_images,) the image's parent, -1 when it has none
   truth: Truth
+  codes: np.ndarray           # (N, C + O) the planted leaf magnitudes of every token
+  offset: np.ndarray          # (d,) the shared offset
 
 
 def _unit(a):
@@ -223,4 +225,4 @@ def make_dataset(cfg: GenConfig) -> Dataset:
   offsets = np.arange(cfg.n_images + 1, dtype=np.int64) * T
   truth = Truth(leaves, leaf_parent, parents, parent_parent, grand, cfg.regime,
                 dataclasses.asdict(cfg))
-  return Dataset(tokens.astype(np.float32), offsets, image_parent, truth)
+  return Dataset(tokens.astype(np.float32), offsets, image_parent, truth, codes, offset)

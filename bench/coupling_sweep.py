@@ -19,6 +19,7 @@ from absl import flags
 import numpy as np
 
 from csae_jax.benchmarks import generators as gen
+from csae_jax.benchmarks import scoring
 from csae_jax.benchmarks import suite
 
 _REGIME = flags.DEFINE_string("regime", "cofire", "generator regime")
@@ -30,16 +31,6 @@ _START = flags.DEFINE_integer("start", 200, "Level-2 start step")
 _SETTINGS = flags.DEFINE_string("settings", "raw:1,ratio:0.1", "coupling:alpha,... "
                                 "(bilateral:0 = bilateral stop-gradient)")
 _OUT = flags.DEFINE_string("out", "/tmp/coupling_sweep.jsonl", "JSON-lines output (appended)")
-
-
-def distinct_directions(w, thr=0.95) -> int:
-  """Greedy count of directions: atoms within cos > thr of an earlier kept atom are merged."""
-  w = w / np.linalg.norm(w, axis=1, keepdims=True)
-  kept = []
-  for v in w:
-    if not kept or np.max(np.asarray(kept) @ v) <= thr:
-      kept.append(v)
-  return len(kept)
 
 
 def main(argv):
@@ -78,7 +69,7 @@ def main(argv):
     row = dict(regime=_REGIME.value, seed=_SEED.value, n1=_N1.value, steps=_STEPS.value,
                setting=setting, children=s["children_recovered"], parent_ari=s["parent_ari"],
                fired=int(fired.sum()), parent_like=parent_like,
-               distinct_dirs=distinct_directions(w), raw_ratio=float(
+               distinct_dirs=scoring.distinct_directions(w), raw_ratio=float(
                    last.get("l2/coupling_raw_ratio", np.nan)), l1_fvu=float(last["l1/fvu"]),
                seconds=round(time.time() - t0, 1))
     print(json.dumps(row), flush=True)

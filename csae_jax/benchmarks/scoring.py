@@ -86,3 +86,23 @@ def score(atoms1, parent_map, truth, *, fired=None, match_cos: float = 0.9, tria
   out["dead_fraction"] = float(1.0 - np.mean(fired)) if fired is not None else float("nan")
   out["duplicates"] = float((matched.sum() - len(np.unique(best_leaf[matched]))) / n1)
   return out
+
+
+def distinct_directions(atoms, thr: float = 0.95) -> int:
+  """Collapse figure: greedy count of directions, merging atoms within cos > thr of a kept one."""
+  w = _unit(atoms)
+  kept = np.zeros((0, w.shape[1]))
+  for v in w:
+    if not len(kept) or np.max(kept @ v) <= thr:
+      kept = np.vstack([kept, v])
+  return int(len(kept))
+
+
+def parent_like(atoms, truth, near: float = 0.6) -> float:
+  """Collapse figure: of the atoms near some truth direction (cos > near), the fraction closer to
+  a parent direction than to every leaf."""
+  w = _unit(atoms)
+  to_leaf = (w @ _unit(truth.leaf_dirs).T).max(1)
+  to_parent = (w @ _unit(truth.parent_dirs).T).max(1)
+  keep = np.maximum(to_leaf, to_parent) > near
+  return float(np.mean(to_parent[keep] > to_leaf[keep])) if keep.any() else float("nan")

@@ -1,0 +1,42 @@
+"""Parent abstention (cascade.Config.parent_rel_min): orphan atoms get no parent, children keep one."""
+import jax.numpy as jnp
+import numpy as np
+
+from csae_jax import models
+
+
+def build(rel):
+  lv = [dict(family="batchtopk", n=6, k=1, aux_k=None), dict(family="batchtopk", n=2, k=1,
+                                                              aux_k=None)]
+  return models.build_model(dict(name="cascade", d=4, levels=lv,
+                                 cascade=dict(alphas=[0.1], parent_rel_min=rel)))
+
+
+def params():
+  e = np.eye(4)
+  c = 1 / np.sqrt(2)
+  # four children: two near parent e0, two near e1; two orphans with small projections
+  atoms = np.stack([c * (e[0] + e[2]), c * (e[0] - e[2]), c * (e[1] + e[3]), c * (e[1] - e[3]),
+                    0.3 * e[0] + np.sqrt(0.91) * e[2], 0.2 * e[1] + np.sqrt(0.96) * e[3]])
+  lvl1 = {"W_enc": jnp.asarray(atoms.T, jnp.float32), "b_enc": jnp.zeros(6),
+          "W_dec": jnp.asarray(atoms, jnp.float32), "b_dec": jnp.zeros(4)}
+  lvl2 = {"W_enc": jnp.asarray(e[:, :2], jnp.float32), "b_enc": jnp.zeros(2),
+          "W_dec": jnp.asarray(e[:2], jnp.float32), "b_dec": jnp.zeros(4)}
+  return (lvl1, lvl2)
+
+
+def test_relative_threshold_abstains_on_orphans_only():
+  # dense maxima: children .707 (median .707); orphans .3 and .2 < .5 x .707 = .354
+  pm = np.asarray(build(0.5).parent_maps(params())[0])
+  np.testing.assert_array_equal(pm, [0, 0, 1, 1, -1, -1])
+  pm_off = np.asarray(build(0.0).parent_maps(params())[0])
+  np.testing.assert_array_equal(pm_off, [0, 0, 1, 1, 0, 1])
+  # .3 > .4 x .707 = .283 keeps the first orphan, .2 does not
+  np.testing.assert_array_equal(np.asarray(build(0.4).parent_maps(params())[0]),
+                                [0, 0, 1, 1, 0, -1])
+
+
+def test_bad_threshold_rejected():
+  import pytest
+  with pytest.raises(ValueError, match="parent_rel_min"):
+    build(1.5)

@@ -24,7 +24,8 @@ def _planted_experiment():
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.methods = "pair,hac,spectral,matryoshka,stacked,csae_full,csae_partial,csae_bilateral"
+  c.methods = ("pair,hac,spectral,matryoshka,stacked,csae_full,csae_partial,csae_bilateral,"
+               "csae_full_abstain")
   c.regimes = "cofire,geometric,three,hard"
   c.seeds = "0,1,2"
   c.datasets = ""                  # comma-separated dataset dirs (data.npz + truth.npz) instead
@@ -33,13 +34,19 @@ def get_config():
     c.generator[r] = ml_collections.ConfigDict()
   c.eval_fraction = 0.2
   c.n1, c.n2, c.k1, c.k2 = 192, 24, 3, 1
-  c.steps = 2000
+  c.steps = 1500
   c.batch_size = 1024
   c.lr = 3e-3
   c.warmup_steps = 20
   c.match_cos = 0.9
+  # Parent abstention (the "CSAE full + abstention" row): the trained CSAE full, parents with
+  # cascade.Config fields overridden by these (a unit best for one atom only is no parent).
+  c.abstain = ml_collections.ConfigDict(dict(parent_min_children=2, parent_rel_min=0.0))
   e = _planted_experiment()
   e.csae.cascade.level_start_steps = [200]
+  # k annealed from d over 10% of a short run cost Level 1 a fifth to a half of its children in the
+  # pilots (docs/hierarchy_quality.md); the release anneals over 500M tokens.
+  e.csae.cascade.k_anneal_frac = 0.0
   c.experiment = ml_collections.ConfigDict(dict(
       families=e.families, csae=e.csae, flat_level2_k=e.flat_level2_k, stacked_k2=e.stacked_k2))
   return c

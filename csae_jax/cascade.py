@@ -45,6 +45,7 @@ class Config:
   live_eps: float = 0.0                    # atom live when active > live_eps on some row
   parent_min: float = 1e-3                 # no parent when the max activation <= this
   parent_rel_min: float = 0.0              # abstain when max activation < this x the median max
+  parent_min_children: int = 0             # abstain when the best unit is best for fewer atoms
   coupling: str = "raw"                    # raw (SPEC 3) | ratio (alpha = target gradient ratio)
   adam_b1: float = 0.9
 
@@ -95,6 +96,9 @@ class Config:
     if self.coupling == "ratio" and any(a < 0 for a in self.alphas):
       raise ValueError(f"coupling='ratio' takes alphas as target gradient ratios >= 0, got "
                        f"{self.alphas}")
+    if not isinstance(self.parent_min_children, int) or self.parent_min_children < 0:
+      raise ValueError(f"parent_min_children must be an integer >= 0, got "
+                       f"{self.parent_min_children!r}")
     if not 0.0 <= self.parent_rel_min < 1.0:
       raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
     if self.empty_live not in EMPTY_LIVE_MODES:
@@ -240,6 +244,9 @@ def parent_maps(params, cfg: Config):
     keep = top > cfg.parent_min
     if cfg.parent_rel_min > 0:   # abstention (docs/hierarchy_quality.md): far below typical
       keep &= top >= cfg.parent_rel_min * jnp.median(top)
+    if cfg.parent_min_children > 1:   # a unit that is best for one atom only is not a parent
+      counts = jnp.zeros(act.shape[-1], jnp.int32).at[best].add(keep.astype(jnp.int32))
+      keep &= counts[best] >= cfg.parent_min_children
     maps.append(jnp.where(keep, best, -1))
   return tuple(maps)
 

@@ -1,6 +1,7 @@
 """Parent abstention (cascade.Config.parent_rel_min): orphan atoms get no parent, children keep one."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from csae_jax import models
 
@@ -37,6 +38,27 @@ def test_relative_threshold_abstains_on_orphans_only():
 
 
 def test_bad_threshold_rejected():
-  import pytest
   with pytest.raises(ValueError, match="parent_rel_min"):
     build(1.5)
+
+
+def test_min_children_abstains_on_units_with_one_atom():
+  p = params()
+  # a third Level-2 unit 0.8 e3: best for the second orphan (.78 > .2) only; the child
+  # .707 (e1 + e3) scores .566 there and .707 on unit 1
+  lv2 = dict(p[1])
+  extra = np.zeros((4, 1), np.float32)
+  extra[3, 0] = 0.8
+  lv2["W_enc"] = jnp.concatenate([p[1]["W_enc"], jnp.asarray(extra)], 1)
+  lv2["b_enc"] = jnp.zeros(3)
+  lv2["W_dec"] = jnp.asarray(lv2["W_enc"].T)
+  lv = [dict(family="batchtopk", n=6, k=1, aux_k=None), dict(family="batchtopk", n=3, k=1,
+                                                              aux_k=None)]
+  def maps(m):
+    model = models.build_model(dict(name="cascade", d=4, levels=lv,
+                                    cascade=dict(alphas=[0.1], parent_min_children=m)))
+    return np.asarray(model.parent_maps((p[0], lv2))[0])
+  np.testing.assert_array_equal(maps(0), [0, 0, 1, 1, 0, 2])
+  np.testing.assert_array_equal(maps(2), [0, 0, 1, 1, 0, -1])
+  np.testing.assert_array_equal(maps(4), [-1, -1, -1, -1, -1, -1])
+  np.testing.assert_array_equal(maps(3), [0, 0, -1, -1, 0, -1])

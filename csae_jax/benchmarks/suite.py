@@ -33,14 +33,15 @@ from csae_jax.evaluation import subjects as subjects_lib
 from csae_jax.models import build_model
 
 METHODS = ("pair", "hac", "spectral", "matryoshka", "stacked", "csae_full", "csae_partial",
-           "csae_bilateral")
+           "csae_bilateral", "csae_full_abstain")
 DISPLAY = {"pair": "BatchTopK pair (co-act.)", "hac": "HAC", "spectral": "Spectral",
            "matryoshka": "Matryoshka", "stacked": "Stacked", "csae_full": "CSAE full",
-           "csae_partial": "CSAE partial", "csae_bilateral": "CSAE bilateral"}
+           "csae_partial": "CSAE partial", "csae_bilateral": "CSAE bilateral",
+           "csae_full_abstain": "CSAE full + abstention"}
 RUNS_OF = {"pair": ("batchtopk_l1", "batchtopk_l2"), "hac": ("batchtopk_l1",),
            "spectral": ("batchtopk_l1",), "matryoshka": ("matryoshka",), "stacked": ("stacked",),
            "csae_full": ("csae_full",), "csae_partial": ("csae_partial",),
-           "csae_bilateral": ("csae_bilateral",)}
+           "csae_bilateral": ("csae_bilateral",), "csae_full_abstain": ("csae_full",)}
 COLUMNS = ("children_recovered", "parent_accuracy", "parent_accuracy_chance", "parent_ari",
            "orphan_abstain", "child_abstain", "dead_fraction", "duplicates")
 
@@ -173,6 +174,8 @@ def evaluate(method, config, runs, eval_src, truth) -> dict:
   if method == "pair":
     m2, p2, s2, _ = runs[r[1]]
     kw = dict(model2=m2, params2=p2, state2=s2)
+  if method.endswith("_abstain"):   # the same trained run, parents with the abstention rule
+    m1 = type(m1)(m1.name, m1.cfg.replace(**exp_lib._plain(config.abstain)))
   subject = subjects_lib.from_model(m1, p1, s1, **kw)
   res = codes_lib.run_pass(subject, eval_src, codes_lib.PassOptions(chunk_tokens=4096))
   pm = parent_map(method, config, subject, res)
@@ -185,7 +188,7 @@ def evaluate(method, config, runs, eval_src, truth) -> dict:
 
 def fingerprint(config) -> str:
   keys = {k: exp_lib._plain(config[k]) for k in ("n1", "n2", "k1", "k2", "steps", "batch_size",
-                                                  "lr", "warmup_steps", "experiment", "match_cos",
+                                                  "lr", "warmup_steps", "experiment", "match_cos", "abstain",
                                                   "generator", "eval_fraction")}
   return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -34,9 +34,10 @@ def get_config():
       dict(family="batchtopk", n=PAPER_N["l1"], k=PAPER_K["l1"], aux_k=None),
       dict(family="batchtopk", n=PAPER_N["l2"], k=PAPER_K["l2"], aux_k=None),
   )
+  # Raw alpha as released (SPEC 3); the project's own configs use coupling "ratio" instead.
   c.model.cascade = ml_collections.ConfigDict(dict(
-      alphas=(1.0,), level_start_steps=(10_000,), stop_gradient="full", empty_live="all",
-      k_anneal_frac=0.1))
+      alphas=(1.0,), coupling="raw", level_start_steps=(10_000,), stop_gradient="full",
+      empty_live="all", k_anneal_frac=0.1))
   paper_run(c)
   c.lr = 1e-4
   return c

@@ -63,8 +63,10 @@ def get_config():
   c.csae.level1 = ml_collections.ConfigDict(dict(aux_k=None))
   c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None))
   # Tuples: --config.csae.cascade.alphas='(0.1,)' --config.csae.cascade.level_start_steps='(500,)'
-  c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, alphas=(1.0,),
-                                                  level_start_steps=(10_000,)))
+  # coupling "ratio": alpha is the target Level-2 / Level-1 gradient-norm ratio on the Level-1
+  # decoder (docs/hierarchy_quality.md); the release: coupling=raw, alphas=(1.0,).
+  c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, alphas=(0.1,),
+                                                  coupling="ratio", level_start_steps=(10_000,)))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.chunk_tokens = 4096       # SPEC 4: encode in chunks of 4096 tokens

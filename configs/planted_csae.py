@@ -9,9 +9,9 @@ Run (about a minute on 2 CPU cores):
 Expected (seed 0, 3000 steps): Level-1 FVU about 0.03, every planted child recovered (best cosine
 about 0.99), parent_match about 0.8-0.9 against a chance level of 0.125 (1 / n_parents).
 
-alpha = 0.02 rather than the release's 1: L2 is measured on unit-norm atoms (error ~0.3 per atom
-here) while L1 is on tokens scaled to E||x||^2 = 1 (error ~0.03), so alpha = 1 lets Level 2 pull
-Level-1 atoms together (Level-1 FVU 0.13 instead of 0.03 in our runs; see docs/design.md, "alpha").
+Coupling "ratio" (docs/hierarchy_quality.md): alpha = 0.1 is the target ratio of the Level-2 to
+the Level-1 gradient norm on the Level-1 decoder, whatever n1, batch or live count. The release's
+raw alpha = 1 lets Level 2 pull Level-1 atoms onto the parents (--config.model.cascade.coupling=raw).
 """
 import ml_collections
 
@@ -40,6 +40,6 @@ def get_config():
       dict(family="batchtopk", n=8, k=1, aux_k=None, dead_tokens=100_000),
   )
   c.model.cascade = ml_collections.ConfigDict(dict(
-      alphas=(0.02,), level_start_steps=(500,), stop_gradient="full", empty_live="skip",
-      k_anneal_frac=0.1))
+      alphas=(0.1,), coupling="ratio", level_start_steps=(500,), stop_gradient="full",
+      empty_live="skip", k_anneal_frac=0.1))
   return c

@@ -15,5 +15,5 @@ def get_config():
   c.model.levels = (dict(family="batchtopk", n=32, k=3, aux_k=None, threshold_start=10),
                     dict(family="batchtopk", n=8, k=1, aux_k=None, threshold_start=10))
   c.model.cascade = ml_collections.ConfigDict(dict(
-      k_anneal_frac=0.1, alphas=(1.0,), level_start_steps=(0,)))
+      k_anneal_frac=0.1, alphas=(0.1,), coupling="ratio", level_start_steps=(0,)))
   return c

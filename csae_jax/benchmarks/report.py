@@ -10,6 +10,7 @@ from csae_jax.benchmarks import suite
 
 SHORT = {"children_recovered": "children", "parent_accuracy": "parent acc",
          "parent_accuracy_chance": "chance", "parent_ari": "parent ARI",
+         "grand_ari": "grandparent ARI",
          "orphan_abstain": "orphan abst.", "child_abstain": "child abst.",
          "dead_fraction": "dead", "duplicates": "dup."}
 

@@ -43,7 +43,7 @@ RUNS_OF = {"pair": ("batchtopk_l1", "batchtopk_l2"), "hac": ("batchtopk_l1",),
            "csae_full": ("csae_full",), "csae_partial": ("csae_partial",),
            "csae_bilateral": ("csae_bilateral",), "csae_full_abstain": ("csae_full",)}
 COLUMNS = ("children_recovered", "parent_accuracy", "parent_accuracy_chance", "parent_ari",
-           "orphan_abstain", "child_abstain", "dead_fraction", "duplicates")
+           "grand_ari", "orphan_abstain", "child_abstain", "dead_fraction", "duplicates")
 
 
 def split_list(s) -> list[str]:

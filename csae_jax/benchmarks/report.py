@@ -23,7 +23,7 @@ def aggregate(results: list[dict], methods: list[str]) -> dict:
       for k, v in res["scores"].get(m, {}).items():
         out.setdefault(res["regime"], {}).setdefault(m, {}).setdefault(k, []).append(v)
   for regime in out.values():
-    for m, metrics in regime.items():
+    for metrics in regime.values():
       for k, vals in metrics.items():
         a = np.asarray(vals, np.float64)
         a = a[np.isfinite(a)]

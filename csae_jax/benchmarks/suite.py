@@ -4,7 +4,7 @@
 
 Per (regime, seed) the generator (generators.py) writes <workdir>/data/<regime>_s<seed>/
 {data.npz, truth.npz}; `config.datasets` may instead name such directories (any truth file with
-tokens beside it). Each method is trained with the single-device step of csae_jax.training on the
+tokens beside it). Each method is trained with the single-device step of csae_jax.step on the
 training images (tokens scaled to E||x||^2 = 1), then evaluated on held-out images: Level-1 atoms,
 liveness and co-activation counts from csae_jax.evaluation.codes, parents by the method's rule
 (CSAE: Level-2 encoder; pairs, Matryoshka, Stacked: co-activation; HAC / spectral: clustering the
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from csae_jax import conventions as cv
-from csae_jax import training
+from csae_jax import step as step_lib
 from csae_jax.benchmarks import generators as gen
 from csae_jax.benchmarks import scoring
 from csae_jax.evaluation import codes as codes_lib
@@ -151,7 +151,7 @@ def train_runs(config, needed, train_src, seed: int, log=print) -> dict:
         yield x[rng.integers(0, len(x), config.batch_size)]
 
     t0 = time.time()
-    ts, last = training.fit(model, batches(), config.steps, key=jax.random.PRNGKey(seed),
+    ts, last = step_lib.fit(model, batches(), config.steps, key=jax.random.PRNGKey(seed),
                             lr=config.lr, warmup_steps=config.warmup_steps)
     log(f"  trained {run} in {time.time() - t0:.1f}s")
     out[run] = (model, ts.params, ts.model_state, last)

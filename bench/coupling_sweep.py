@@ -1,6 +1,6 @@
 """Alpha sweep and the Level-1 collapse (docs/hierarchy_quality.md, "Coupling").
 
-  python -m bench.coupling_sweep --regime=cofire --n1=192 --steps=1500 \
+  python -m bench.coupling_sweep --regime=cofire --n1=192 --steps=1500 --batch_size=1024 \
       --settings=raw:1,raw:0.02,ratio:0.1,ratio:0.01,bilateral:0 --out=/tmp/sweep.jsonl
 
 Trains CSAE (Level 2 BatchTopK n2, k2 1; the benchmark's settings) on one generated regime for
@@ -28,6 +28,7 @@ _N1 = flags.DEFINE_integer("n1", 192, "Level-1 size")
 _N2 = flags.DEFINE_integer("n2", 24, "Level-2 size")
 _STEPS = flags.DEFINE_integer("steps", 1500, "training steps")
 _START = flags.DEFINE_integer("start", 200, "Level-2 start step")
+_BATCH = flags.DEFINE_integer("batch_size", 1024, "tokens per step")
 _SETTINGS = flags.DEFINE_string("settings", "raw:1,ratio:0.1", "coupling:alpha,... "
                                 "(bilateral:0 = bilateral stop-gradient)")
 _OUT = flags.DEFINE_string("out", "/tmp/coupling_sweep.jsonl", "JSON-lines output (appended)")
@@ -37,7 +38,7 @@ def main(argv):
   del argv
   from configs import benchmark_hierarchy
   c = benchmark_hierarchy.get_config()
-  c.n1, c.n2, c.steps = _N1.value, _N2.value, _STEPS.value
+  c.n1, c.n2, c.steps, c.batch_size = _N1.value, _N2.value, _STEPS.value, _BATCH.value
   c.experiment.csae.cascade.level_start_steps = [_START.value]
   ds = gen.make_dataset(gen.regime_config(_REGIME.value, _SEED.value))
   d = f"/tmp/coupling_sweep_data/{_REGIME.value}_s{_SEED.value}"
@@ -67,6 +68,7 @@ def main(argv):
     par = truth.parent_dirs / np.linalg.norm(truth.parent_dirs, axis=1, keepdims=True)
     parent_like = float(np.mean((w @ par.T).max(1) > (w @ leaves.T).max(1)))
     row = dict(regime=_REGIME.value, seed=_SEED.value, n1=_N1.value, steps=_STEPS.value,
+               batch_size=_BATCH.value, start=_START.value,
                setting=setting, children=s["children_recovered"], parent_ari=s["parent_ari"],
                fired=int(fired.sum()), parent_like=parent_like,
                distinct_dirs=scoring.distinct_directions(w), raw_ratio=float(

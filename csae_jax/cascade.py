@@ -46,6 +46,7 @@ class Config:
   parent_min: float = 1e-3                 # no parent when the max activation <= this
   parent_rel_min: float = 0.0              # abstain when max activation < this x the median max
   parent_min_children: int = 0             # abstain when the best unit is best for fewer atoms
+  parent_min_cos: float = -1.0             # abstain when cos(atom, parent's decoder row) < this
   coupling: str = "raw"                    # raw (SPEC 3) | ratio (alpha = target gradient ratio)
   adam_b1: float = 0.9
 
@@ -99,6 +100,8 @@ class Config:
     if not isinstance(self.parent_min_children, int) or self.parent_min_children < 0:
       raise ValueError(f"parent_min_children must be an integer >= 0, got "
                        f"{self.parent_min_children!r}")
+    if not -1.0 <= self.parent_min_cos <= 1.0:
+      raise ValueError(f"parent_min_cos must be in [-1, 1], got {self.parent_min_cos}")
     if not 0.0 <= self.parent_rel_min < 1.0:
       raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
     if self.empty_live not in EMPTY_LIVE_MODES:
@@ -244,6 +247,11 @@ def parent_maps(params, cfg: Config):
     keep = top > cfg.parent_min
     if cfg.parent_rel_min > 0:   # abstention (docs/hierarchy_quality.md): far below typical
       keep &= top >= cfg.parent_rel_min * jnp.median(top)
+    if cfg.parent_min_cos > -1.0:     # the atom is too far from its parent's direction
+      below, dec = params[l - 1]["W_dec"], params[l]["W_dec"][best]
+      cos = jnp.sum(below * dec, -1) / (jnp.linalg.norm(below, axis=-1)
+                                         * jnp.linalg.norm(dec, axis=-1) + 1e-12)
+      keep &= cos >= cfg.parent_min_cos
     if cfg.parent_min_children > 1:   # a unit that is best for one atom only is not a parent
       counts = jnp.zeros(act.shape[-1], jnp.int32).at[best].add(keep.astype(jnp.int32))
       keep &= counts[best] >= cfg.parent_min_children

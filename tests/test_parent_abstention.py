@@ -62,3 +62,20 @@ def test_min_children_abstains_on_units_with_one_atom():
   np.testing.assert_array_equal(maps(2), [0, 0, 1, 1, 0, -1])
   np.testing.assert_array_equal(maps(4), [-1, -1, -1, -1, -1, -1])
   np.testing.assert_array_equal(maps(3), [0, 0, -1, -1, 0, -1])
+
+
+def test_min_cos_abstains_on_atoms_far_from_their_parent_direction():
+  lv = [dict(family="batchtopk", n=6, k=1, aux_k=None), dict(family="batchtopk", n=2, k=1,
+                                                              aux_k=None)]
+
+  def maps(t):
+    model = models.build_model(dict(name="cascade", d=4, levels=lv,
+                                    cascade=dict(alphas=[0.1], parent_min_cos=t)))
+    return np.asarray(model.parent_maps(params())[0])
+
+  # cos(atom, parent row): children .707, orphans .3 and .2 (parent rows e0, e1)
+  np.testing.assert_array_equal(maps(0.5), [0, 0, 1, 1, -1, -1])
+  np.testing.assert_array_equal(maps(0.25), [0, 0, 1, 1, 0, -1])
+  np.testing.assert_array_equal(maps(0.75), [-1] * 6)
+  with pytest.raises(ValueError, match="parent_min_cos"):
+    maps(1.5)

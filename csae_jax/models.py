@@ -9,7 +9,8 @@ Config schema (config.model):
   options   flat: the family's Config fields (n, k, l1_coef, ...)
   levels    cascade: list of dicts {family: ..., <family Config fields>}
   cascade   cascade: dict of cascade.Config fields (alphas, level_start_steps, stop_gradient,
-            empty_live, live_eps, parent_min, parent_rel_min, parent_min_children, coupling)
+            empty_live, live_eps, parent_min, parent_rel_min, parent_min_children,
+            parent_min_cos, coupling)
             plus k_anneal_frac (SPEC 3 default 0.1)
 """
 from __future__ import annotations

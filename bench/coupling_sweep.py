@@ -39,7 +39,7 @@ def main(argv):
   from configs import benchmark_hierarchy
   c = benchmark_hierarchy.get_config()
   c.n1, c.n2, c.steps, c.batch_size = _N1.value, _N2.value, _STEPS.value, _BATCH.value
-  c.experiment.csae.cascade.level_start_steps = [_START.value]
+  c.experiment.csae.cascade.level_start_steps = (_START.value,)
   ds = gen.make_dataset(gen.regime_config(_REGIME.value, _SEED.value))
   d = f"/tmp/coupling_sweep_data/{_REGIME.value}_s{_SEED.value}"
   suite.write_dataset(ds, d, 0.2, _SEED.value)
@@ -52,7 +52,7 @@ def main(argv):
     mode, alpha = setting.split(":")
     casc = c.experiment.csae.cascade
     casc.coupling = "raw" if mode == "bilateral" else mode
-    casc.alphas = [float(alpha) if mode != "bilateral" else 1.0]
+    casc.alphas = (float(alpha) if mode != "bilateral" else 1.0,)
     run = "csae_bilateral" if mode == "bilateral" else "csae_full"
     t0 = time.time()
     runs = suite.train_runs(c, [run], tr, _SEED.value, log=lambda m: None)

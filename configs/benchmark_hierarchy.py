@@ -43,7 +43,7 @@ def get_config():
   # cascade.Config fields overridden by these (a unit best for one atom only is no parent).
   c.abstain = ml_collections.ConfigDict(dict(parent_min_children=2, parent_rel_min=0.0))
   e = _planted_experiment()
-  e.csae.cascade.level_start_steps = [200]
+  e.csae.cascade.level_start_steps = (200,)
   # k annealed from d over 10% of a short run cost Level 1 a fifth to a half of its children in the
   # pilots (docs/hierarchy_quality.md); the release anneals over 500M tokens.
   e.csae.cascade.k_anneal_frac = 0.0

@@ -21,14 +21,14 @@ def test_default_coupling_does_not_collapse_at_192():
   c = benchmark_hierarchy.get_config()
   assert c.n1 == 192 and c.experiment.csae.cascade.coupling == "ratio"
   c.steps = 500
-  c.experiment.csae.cascade.level_start_steps = [50]
+  c.experiment.csae.cascade.level_start_steps = (50,)
   model, params, _, last = train(c, ds, scale)
   assert model.cfg.coupling == "ratio"
   assert abs(last["l2/coupling_ratio"] - c.experiment.csae.cascade.alphas[0]) < 1e-6
   assert last["l2/coupling_raw_ratio"] > 1.0     # unscaled, Level 2 would dominate
   w = np.asarray(params[0]["W_dec"])
   c.experiment.csae.cascade.coupling = "raw"
-  c.experiment.csae.cascade.alphas = [1.0]
+  c.experiment.csae.cascade.alphas = (1.0,)
   _, params_raw, _, last_raw = train(c, ds, scale)
   w_raw = np.asarray(params_raw[0]["W_dec"])
   # measured (docs): default 192 distinct directions, FVU .095; raw alpha 1: 102, FVU .164

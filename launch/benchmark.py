@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from csae_jax.benchmarks import suite
+from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/benchmark_hierarchy.py",
                                           lock_config=True)
@@ -27,9 +28,14 @@ def _say(msg):
 
 def main(argv):
   del argv
+  common.announce_jax("benchmark")
   out = suite.run_suite(_CONFIG.value, _WORKDIR.value, log=_say)
   print(out["table"])
 
 
-if __name__ == "__main__":
+def cli():
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -94,9 +94,6 @@ class Config:
                        f"got {self.stop_gradient!r}")
     if self.coupling not in coupling_lib.COUPLINGS:
       raise ValueError(f"coupling must be one of {coupling_lib.COUPLINGS}, got {self.coupling!r}")
-    if self.coupling == "ratio" and any(a < 0 for a in self.alphas):
-      raise ValueError(f"coupling='ratio' takes alphas as target gradient ratios >= 0, got "
-                       f"{self.alphas}")
     if not isinstance(self.parent_min_children, int) or self.parent_min_children < 0:
       raise ValueError(f"parent_min_children must be an integer >= 0, got "
                        f"{self.parent_min_children!r}")

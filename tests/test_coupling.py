@@ -104,5 +104,5 @@ def test_bilateral_has_no_pull_and_ratio_zero():
 def test_bad_coupling_rejected():
   with pytest.raises(ValueError, match="coupling"):
     build("bogus", 0.1)
-  with pytest.raises(ValueError, match="target gradient ratios"):
+  with pytest.raises(ValueError, match="alphas must be finite numbers >= 0"):
     build("ratio", -0.1)

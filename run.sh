@@ -20,6 +20,12 @@ setup() {
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
+  # jemalloc: the launch scripts re-exec under it when present (docs/speed.md, allocator).
+  if [ ! -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] && command -v apt-get >/dev/null 2>&1 \
+      && [ "$(id -u)" = 0 ]; then
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null 2>&1) \
+      || echo "note: libjemalloc2 not installed; training uses the default allocator" >&2
+  fi
   # The concept browser's test renders the page in headless Chromium (Debian's package).
   if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
       && [ "$(id -u)" = 0 ]; then

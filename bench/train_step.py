@@ -3,6 +3,7 @@
   python -m bench.train_step                       # B=4096 d=1024 n=8192 k=32 float32
   python -m bench.train_step --batch=1024 --reps=2 --families=relu,batchtopk
   python -m bench.train_step --saelens_python=/path/to/saelens-venv/bin/python  # + SAELens column
+  python -m bench.train_step --sparse=on,off --families=topk,batchtopk   # sparse path A/B
   (the batch top-k selection alone, bisection vs row candidates: bench/selection.py)
 
 In one run on one machine: the matmul rate R (best time of the step's own matmul shape), then for
@@ -42,24 +43,33 @@ _REPS = flags.DEFINE_integer("reps", 3, "Timed steps per method (the best effici
 _SAELENS_PYTHON = flags.DEFINE_string(
     "saelens_python", None, "Python of an environment with sae_lens + torch 2.13.0: adds a column "
     "with SAELens's step time for the same shapes (bench/saelens_step.py, run in that Python).")
+_SPARSE = flags.DEFINE_list(
+    "sparse", ["auto"], "Sparse code path modes (auto,on,off) to time for the k-sparse methods "
+    "(topk, batchtopk, matryoshka, batchtopk_noaux, cascade); e.g. --sparse=on,off.")
 _FAMILIES = flags.DEFINE_string(
     "families", "relu,topk,batchtopk,jumprelu,gated,pannealing,matryoshka,stacked,"
     "batchtopk_noaux,cascade",
     "Comma-separated methods to time.")
 
 
-def model_config(name, d, n, k, n2):
+K_SPARSE = ("topk", "batchtopk", "matryoshka", "batchtopk_noaux", "cascade")
+
+
+def model_config(name, d, n, k, n2, sparse="auto"):
   if name == "batchtopk_noaux":   # the cascade's Level 1 alone (the release has no AuxK)
-    return {"name": "batchtopk", "d": d, "options": {"n": n, "k": k, "aux_k": None}}
+    return {"name": "batchtopk", "d": d, "options": {"n": n, "k": k, "aux_k": None,
+                                                     "sparse": sparse}}
   if name == "cascade":
     return {"name": "cascade", "d": d,
-            "levels": [dict(family="batchtopk", n=n, k=k, aux_k=None),
-                       dict(family="batchtopk", n=n2, k=1, aux_k=None)],
+            "levels": [dict(family="batchtopk", n=n, k=k, aux_k=None, sparse=sparse),
+                       dict(family="batchtopk", n=n2, k=1, aux_k=None, sparse=sparse)],
             "cascade": dict(k_anneal_frac=0.0)}
   options = {"n": n}
   spec = families.spec(name)
   if spec.k_sparse:
     options.update(k=k)
+  if name in ("topk", "batchtopk", "matryoshka"):
+    options.update(sparse=sparse)
   if spec.hierarchy == "groups":
     options.update(group_sizes=[n // 4, n - n // 4])
   if spec.hierarchy == "on_codes":
@@ -125,9 +135,12 @@ class MatmulRate:
     return rate
 
 
-def compiled_step(name, b, d, n, k, n2):
-  """(one(): runs a step and returns its loss, matmul FLOPs, sort in HLO) for one method."""
-  model = build_model(model_config(name, d, n, k, n2), total_steps=10_000)
+def compiled_step(name, b, d, n, k, n2, sparse="auto"):
+  """(one(): runs a step and returns its loss, matmul FLOPs, sort in HLO) for one method.
+
+  FLOPs count the cheapest branch of each cond/switch: the sparse path and the smallest
+  compaction bucket, the branches the steady state takes."""
+  model = build_model(model_config(name, d, n, k, n2, sparse), total_steps=10_000)
   opt, schedule = step_lib.make_optimizer(model, 10_000, warmup_steps=10)
   x = jax.random.normal(jax.random.PRNGKey(2), (b, d), jnp.float32) / np.sqrt(d)
   ts = jax.jit(lambda key, x: step_lib.init_train_state(model, opt, key, x))(
@@ -150,9 +163,9 @@ def compiled_step(name, b, d, n, k, n2):
   return one, flops, has_sort
 
 
-def time_step(name, b, d, n, k, n2, reps, rate: MatmulRate):
+def time_step(name, b, d, n, k, n2, reps, rate: MatmulRate, sparse="auto"):
   """(best step seconds, matmul FLOPs, sort in HLO, best efficiency, rate at that rep)."""
-  one, flops, has_sort = compiled_step(name, b, d, n, k, n2)
+  one, flops, has_sort = compiled_step(name, b, d, n, k, n2, sparse)
   best = (float("inf"), 0.0, 0.0)
   for _ in range(reps):          # each step timed right after a matmul-rate measurement
     r = rate.measure()
@@ -188,20 +201,24 @@ def main(argv):
   print(f"# matmul rate (best of the step's B={b}, d={d}, n={n} matmuls), now: "
         f"{rate.measure() / 1e9:.1f} GFLOP/s; each row pairs a step with a fresh rate")
   saelens = saelens_times(b, d, n, k, reps)
-  print(f"{'method':16s} {'step_s':>8s} {'tokens/s':>10s} {'GFLOP':>8s} {'GFLOP/s':>8s} "
+  print(f"{'method':20s} {'step_s':>8s} {'tokens/s':>10s} {'GFLOP':>8s} {'GFLOP/s':>8s} "
         f"{'floor_s':>8s} {'eff':>6s} {'sort':>5s} {'vs SAELens':>10s}")
   results = {}
-  for name in [f for f in _FAMILIES.value.split(",") if f]:
-    t, flops, has_sort, eff, r = time_step(name, b, d, n, k, n2, reps, rate)
-    results[name] = (t, flops, eff)
+  runs = [(f, m) for f in _FAMILIES.value.split(",") if f
+          for m in (_SPARSE.value if f in K_SPARSE else ["auto"])]
+  for name, mode in runs:
+    t, flops, has_sort, eff, r = time_step(name, b, d, n, k, n2, reps, rate, mode)
+    label = name if len(_SPARSE.value) == 1 or name not in K_SPARSE else f"{name}/{mode}"
+    results[label] = (t, flops, eff)
     vs = f"{saelens[name] / t:7.2f}x" if name in saelens else "      -"
-    print(f"{name:16s} {t:8.3f} {b / t:10.0f} {flops / 1e9:8.1f} {r / 1e9:8.1f} "
+    print(f"{label:20s} {t:8.3f} {b / t:10.0f} {flops / 1e9:8.1f} {r / 1e9:8.1f} "
           f"{flops / r:8.3f} {eff:6.2f} {'yes' if has_sort else 'no':>5s} {vs}", flush=True)
   print(f"# conservative: the best matmul rate seen in this run, {rate.best / 1e9:.1f} GFLOP/s, "
         "against each method's best step time:")
   for name, (t, flops, _) in results.items():
-    print(f"#   {name:16s} eff {flops / rate.best / t:5.2f}")
-  if "cascade" in results and "batchtopk_noaux" in results:
+    print(f"#   {name:20s} eff {flops / rate.best / t:5.2f}")
+  if any(r.startswith("cascade") for r in results) and any(r.startswith("batchtopk_noaux")
+                                                            for r in results):
     # Interleaved A/B (flat, cascade, flat, ...): machine-load drift hits both alike.
     flat_one, flat_f, _ = compiled_step("batchtopk_noaux", b, d, n, k, n2)
     casc_one, casc_f, _ = compiled_step("cascade", b, d, n, k, n2)

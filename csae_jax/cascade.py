@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from csae_jax import compaction as compaction_lib
 from csae_jax import conventions as cv
 from csae_jax import coupling as coupling_lib
 from csae_jax.families import base
@@ -42,6 +43,8 @@ class Config:
   level_start_steps: tuple[int, ...] = ()  # one per level >= 2; default 0 each
   stop_gradient: str = "full"              # full | partial | bilateral (SPEC 3, Eqs. 34-35)
   empty_live: str = "skip"                 # skip | all: what to do when no atom is live
+  compaction: str = "auto"                 # auto | off: levels >= 2 on gathered live atoms
+  per_level_adam: bool = True              # Adam count of level l starts at its start step
   live_eps: float = 0.0                    # atom live when active > live_eps on some row
   parent_min: float = 1e-3                 # no parent when the max activation <= this
   parent_rel_min: float = 0.0              # abstain when max activation < this x the median max
@@ -101,6 +104,9 @@ class Config:
       raise ValueError(f"parent_min_cos must be in [-1, 1], got {self.parent_min_cos}")
     if not 0.0 <= self.parent_rel_min < 1.0:
       raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
+    if self.compaction not in compaction_lib.COMPACTION_MODES:
+      raise ValueError(f"compaction must be one of {compaction_lib.COMPACTION_MODES}, "
+                       f"got {self.compaction!r}")
     if self.empty_live not in EMPTY_LIVE_MODES:
       raise ValueError(f"empty_live must be one of {EMPTY_LIVE_MODES}, got {self.empty_live!r}")
 
@@ -163,13 +169,16 @@ def reinit_level_biases(params, cfg: Config, step):
   return tuple(params)
 
 
-def upper_levels(params, state, live, cfg: Config, *, step=None, inputs=None):
+def upper_levels(params, state, live, cfg: Config, *, step=None, inputs=None, batch_rows=None):
   """sum_{l>=2} alpha_l L_l given level 1's live atoms (SPEC 3, dynamic masking and N levels).
 
   Returns (loss, metrics, new states of levels >= 2). Level l's data are level l-1's atoms, or
   inputs[l-1] when given (the coupling's copies, csae_jax.coupling.split_decoders).
+  batch_rows (level 1's batch size) bounds the live counts for compaction (compaction.py).
   """
   step_v = jnp.asarray(0 if step is None else step)
+  caps = ([()] * cfg.num_levels if cfg.compaction == "off" or batch_rows is None else
+          compaction_lib.level_buckets([lv.cfg for lv in cfg.levels], batch_rows))
   total = jnp.asarray(0.0, jnp.float32)
   metrics, new_states = {}, []
   for l in range(1, cfg.num_levels):
@@ -185,16 +194,17 @@ def upper_levels(params, state, live, cfg: Config, *, step=None, inputs=None):
       term_on = any_live
     started = step_v >= cfg.start_step(l)
     x_in, tgt = level_inputs(atoms, cfg.stop_gradient)
-    level_loss, lout = get_family(lv.family).loss(params[l], state[l], x_in, lv.cfg, step=step,
-                                                  row_mask=mask, target=tgt)
+    level_loss, lmetrics, lstate, next_live = compaction_lib.run_level(
+        get_family(lv.family), params[l], state[l], x_in, tgt, mask, lv.cfg, step=step,
+        caps=caps[l - 1], eps=cfg.live_eps)
     on = term_on & started
     total = total + jnp.where(on, coupling_lib.level_weight(cfg, l) * level_loss, 0.0)
-    new_states.append(cv.tree_select(started, lout.state, state[l]))
+    new_states.append(cv.tree_select(started, lstate, state[l]))
     pre = f"l{l + 1}/"
-    metrics.update({pre + k: v for k, v in lout.metrics.items()})
+    metrics.update({pre + k: v for k, v in lmetrics.items()})
     metrics[pre + "live_atoms"] = n_live.astype(jnp.float32)
     metrics[pre + "active"] = on.astype(jnp.float32)
-    live = live_mask(lout.codes, mask, cfg.live_eps) & any_live
+    live = next_live & any_live
   return total, metrics, tuple(new_states)
 
 
@@ -207,7 +217,8 @@ def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None
   l1, out = _fam(cfg, 0).loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
                               row_mask=row_mask, target=target)
   live = live_mask(out.codes, row_mask, cfg.live_eps)
-  upper, metrics, states = upper_levels(params, state, live, cfg, step=step, inputs=inputs)
+  upper, metrics, states = upper_levels(params, state, live, cfg, step=step, inputs=inputs,
+                                        batch_rows=x.shape[0])
   metrics.update({f"l1/{k}": v for k, v in out.metrics.items()})
   total = l1 + upper
   metrics["loss"] = total

@@ -87,6 +87,14 @@ class Model:
       return tuple(get_family(lv.family).SPEC.latent_axes for lv in self.cfg.levels)
     return get_family(self.name).SPEC.latent_axes
 
+  def adam_start_steps(self):
+    """Per-leaf Adam start steps (csae_jax/optim.py), or None for one shared count."""
+    if not (self.is_cascade and self.cfg.per_level_adam
+            and any(self.cfg.start_step(l) for l in range(1, self.cfg.num_levels))):
+      return None
+    from csae_jax import optim  # pylint: disable=import-outside-toplevel
+    return optim.level_start_steps(self.cfg)
+
   def parent_maps(self, params):
     if not self.is_cascade:
       raise ValueError(f"parent_maps is defined for cascades; {self.name!r} is flat (use the "

@@ -33,7 +33,7 @@ def make_optimizer(model: Model, total_steps: int, lr: float | None = None,
   peak = cv.default_lr(model.n) if lr is None else lr
   schedule = cv.lr_schedule(peak, total_steps, warmup_steps, decay_start_frac)
   opt = cv.make_optimizer(schedule, model.decoder_mask, b1=model.adam_b1 if b1 is None else b1,
-                          b2=b2, clip_norm=clip_norm)
+                          b2=b2, clip_norm=clip_norm, start_steps=model.adam_start_steps())
   return opt, schedule
 
 

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from csae_jax import allocator
 from launch import common
 from launch import planted_job
 
@@ -36,6 +37,7 @@ def main(argv):
 
 def cli():
   """Console-script entry point (csae-planted, setup.py)."""
+  allocator.reexec_with_jemalloc()   # docs/speed.md: allocator
   app.run(main)
 
 

@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from csae_jax import allocator
 from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -71,6 +72,7 @@ def _main(argv):
 
 def cli():
   """Console-script entry point (csae-train, setup.py)."""
+  allocator.reexec_with_jemalloc()   # docs/speed.md: allocator
   app.run(main)
 
 

@@ -61,10 +61,16 @@ class KConfig(BaseConfig):
   k_anneal_from: int | None = None  # None: d (the authors' release)
   aux_k: int | None = 512           # AuxK latents; None disables AuxK; min(d/2, #dead) is used
   aux_coef: float = 1.0 / 32
+  sparse: str = "auto"              # auto | on | off: the sparse code path (csae_jax/sparse.py)
+  compute_dtype: str = "float32"    # float32 | bfloat16: encoder matmul inputs (f32 accumulation)
 
   def validate(self) -> None:
     super().validate()
     cv.check_k("k", self.k, self.n)
+    if self.sparse not in ("auto", "on", "off"):
+      raise ValueError(f"sparse must be one of ('auto', 'on', 'off'), got {self.sparse!r}")
+    if self.compute_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
     if self.aux_k is not None:
       cv.check_positive("aux_k", self.aux_k)
     if self.k_anneal_steps < 0:
@@ -98,25 +104,35 @@ def dead_state(cfg: BaseConfig) -> dict[str, jax.Array]:
   return {"tokens_since_fired": jnp.zeros((cfg.n,), jnp.int32)}
 
 
-def auxk_loss(pre_relu, residual, w_dec, dead, aux_k: int, d: int):
+def auxk_loss(pre_relu, residual, w_dec, dead, aux_k: int, d: int, row_mask=None):
   """AuxK (SPEC 2.2): reconstruct the detached residual from the top dead latents, no bias.
 
-  pre_relu: ReLU'd pre-activations (B, n); residual: detached x - xhat; dead: (n,) bool.
+  pre_relu: ReLU'd pre-activations (B, n), or a function returning them (the sparse path computes
+  them only when something is dead); residual: detached x - xhat; dead: (n,) bool; row_mask:
+  only these rows count (Level-2 dynamic masking), as in every other term.
   Uses the top min(d/2, aux_k) dead latents per token: with fewer dead latents than that, the
   non-dead entries are zero and drop out, which is the SPEC's min(d/2, #dead). 0 when nothing is
   dead (then lax.cond skips the extra decode entirely); NaN -> 0.
   """
-  k_static = int(min(aux_k, pre_relu.shape[-1], max(d // 2, 1)))
+  k_static = int(min(aux_k, w_dec.shape[0], max(d // 2, 1)))
 
   def compute(_):
-    z = jnp.where(dead[None, :], pre_relu, 0.0)
+    z = jnp.where(dead[None, :], pre_relu() if callable(pre_relu) else pre_relu, 0.0)
     keep = ops.row_topk_mask_static(z, k_static) & (z > 0)
     f_aux = z * jax.lax.stop_gradient(keep.astype(z.dtype))
     e = jax.lax.stop_gradient(residual)
-    num = jnp.sum(jnp.square(e - f_aux @ w_dec))
-    den = jnp.sum(jnp.square(e - e.mean(0)))
-    l_aux = num / den
-    return jnp.where(jnp.isfinite(l_aux), l_aux, 0.0).astype(jnp.float32)
+    sq = jnp.sum(jnp.square(e - f_aux @ w_dec), axis=-1)
+    if row_mask is None:
+      num = jnp.sum(sq)
+      den = jnp.sum(jnp.square(e - e.mean(0)))
+    else:
+      m = row_mask.astype(e.dtype)
+      mean = (m[:, None] * e).sum(0) / jnp.maximum(m.sum(), 1.0)
+      num = jnp.sum(m * sq)
+      den = jnp.sum(m * jnp.sum(jnp.square(e - mean), axis=-1))
+    ok = den > 0       # no rows / constant residual: 0, with finite gradients (double where)
+    l_aux = num / jnp.where(ok, den, 1.0)
+    return jnp.where(ok & jnp.isfinite(l_aux), l_aux, 0.0).astype(jnp.float32)
 
   return jax.lax.cond(jnp.any(dead), compute, lambda _: jnp.zeros((), jnp.float32), None)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from csae_jax import conventions as cv
 from csae_jax import ops
+from csae_jax import sparse
 from csae_jax.families import base
 from csae_jax.families import topk
 
@@ -74,28 +75,48 @@ def encode(params, state, x, cfg):
                       lambda: encode_batch(params, x, cfg.k, k_hint=cfg.k)[0])
 
 
-def batch_loss(params, state, x, cfg, reconstruct, *, step=None, row_mask=None, target=None):
+def batch_loss(params, state, x, cfg, reconstruct, *, step=None, row_mask=None, target=None,
+               sparse_reconstruct=None):
   """The BatchTopK objective around a reconstruction term; Matryoshka passes its prefix sums.
 
   reconstruct(params, f, target, row_mask, cfg) -> (recon loss, xhat, extra metrics). Selection,
   AuxK, the dead counters and the inference-threshold EMA (SPEC 2.3) are the same for both.
+  sparse_reconstruct(params, (rows, cols, vals), target, row_mask, cfg) -> the same from the
+  winners' entries: the sparse code path (csae_jax/sparse.py) when cfg.sparse selects it.
   """
   target = x if target is None else target
   k = base.annealed_k(cfg, step)
-  f, z, keep = encode_batch(params, x, k, row_mask, k_hint=cfg.k)
-  recon, xhat, extra = reconstruct(params, f, target, row_mask, cfg)
-  metrics = {}
-  total = topk.add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
-  new_state = {
-      "tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask),
-      "threshold": base.update_threshold(state["threshold"], z, keep, 0 if step is None else step,
-                                         cfg.threshold_start, cfg.threshold_decay),
-  }
-  metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
-  metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
-                 threshold=new_state["threshold"])
-  metrics.update(extra)
-  return total, base.LossOutput(metrics, new_state, f)
+
+  def tail(p, t, f, z, recon_out):
+    recon, xhat, extra = recon_out
+    metrics = {}
+    total = topk.add_auxk(recon, metrics, p, z, t, xhat, state, cfg, row_mask)
+    new_state = {
+        "tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask),
+        # min over kept positive z = min over positive codes (f = z on the kept entries)
+        "threshold": base.update_threshold(state["threshold"], f, f > 0,
+                                           0 if step is None else step,
+                                           cfg.threshold_start, cfg.threshold_decay),
+    }
+    metrics.update(base.common_metrics(t, xhat, f, new_state, cfg, row_mask))
+    metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
+                   threshold=new_state["threshold"])
+    metrics.update(extra)
+    return total, base.LossOutput(metrics, new_state, f)
+
+  def dense(p, xx, t):
+    f, z, _ = encode_batch(p, xx, k, row_mask, k_hint=cfg.k)
+    return tail(p, t, f, z, reconstruct(p, f, t, row_mask, cfg))
+
+  if sparse_reconstruct is None or not sparse.enabled(cfg, per_row=False):
+    return dense(params, x, target)
+
+  def from_entries(p, xx, t, f, entries):
+    return tail(p, t, f, lambda: dense_activation(p, xx),
+                sparse_reconstruct(p, entries, t, row_mask, cfg))
+
+  return sparse.loss_by_path(params, x, target, cfg, k, row_mask, per_row=False, dense=dense,
+                             from_entries=from_entries)
 
 
 def _reconstruct(params, f, target, row_mask, cfg):
@@ -103,9 +124,15 @@ def _reconstruct(params, f, target, row_mask, cfg):
   return cv.recon_loss(target, xhat, row_mask), xhat, {}
 
 
+def _reconstruct_entries(params, entries, target, row_mask, cfg):
+  del cfg
+  xhat = sparse.decode_entries(params, *entries, target.shape[0])
+  return cv.recon_loss(target, xhat, row_mask), xhat, {}
+
+
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   return batch_loss(params, state, x, cfg, _reconstruct, step=step, row_mask=row_mask,
-                    target=target)
+                    target=target, sparse_reconstruct=_reconstruct_entries)
 
 
 def fold_scale(params, state, s, cfg=None):

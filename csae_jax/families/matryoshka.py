@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from csae_jax import conventions as cv
+from csae_jax import sparse
 from csae_jax.families import base
 from csae_jax.families import batchtopk
 
@@ -51,16 +52,24 @@ def prefix_reconstructions(params, f, group_sizes):
   return jnp.cumsum(jnp.stack(parts), axis=0) + params["b_dec"]
 
 
-def _reconstruct(params, f, target, row_mask, cfg):
-  recons = prefix_reconstructions(params, f, cfg.group_sizes)
+def _prefix_losses(recons, target, row_mask, cfg):
   per_prefix = jnp.stack([cv.recon_loss(target, r, row_mask) for r in recons])
   recon = per_prefix.sum() if cfg.prefix_reduce == "sum" else per_prefix.mean()
   return recon, recons[-1], {f"recon_prefix{i}": v for i, v in enumerate(per_prefix)}
 
 
+def _reconstruct(params, f, target, row_mask, cfg):
+  return _prefix_losses(prefix_reconstructions(params, f, cfg.group_sizes), target, row_mask, cfg)
+
+
+def _reconstruct_entries(params, entries, target, row_mask, cfg):
+  recons = sparse.decode_prefixes(params, *entries, target.shape[0], cfg.group_sizes)
+  return _prefix_losses(recons, target, row_mask, cfg)
+
+
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   return batchtopk.batch_loss(params, state, x, cfg, _reconstruct, step=step, row_mask=row_mask,
-                              target=target)
+                              target=target, sparse_reconstruct=_reconstruct_entries)
 
 
 def to_saelens(cfg, params, state) -> base.SAELensLevel:

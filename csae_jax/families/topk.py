@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from csae_jax import conventions as cv
 from csae_jax import ops
+from csae_jax import sparse
 from csae_jax.families import base
 
 
@@ -45,27 +46,43 @@ def encode(params, state, x, cfg):
 decode = base.linear_decode
 
 
-def add_auxk(total, metrics, params, z, target, xhat, state, cfg):
-  """Adds (1/32) L_aux when cfg.aux_k is set; dead = no firing for cfg.dead_tokens tokens."""
+def add_auxk(total, metrics, params, z, target, xhat, state, cfg, row_mask=None):
+  """Adds (1/32) L_aux when cfg.aux_k is set; dead = no firing for cfg.dead_tokens tokens.
+
+  z: the ReLU'd pre-activation, or a function computing it (sparse path)."""
   if cfg.aux_k is None:
     return total
   dead = state["tokens_since_fired"] >= cfg.dead_tokens
-  l_aux = base.auxk_loss(z, target - xhat, params["W_dec"], dead, cfg.aux_k, cfg.d)
+  l_aux = base.auxk_loss(z, target - xhat, params["W_dec"], dead, cfg.aux_k, cfg.d, row_mask)
   metrics["aux_loss"] = l_aux
   return total + cfg.aux_coef * l_aux
 
 
 def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
   target = x if target is None else target
-  f, z = encode_with_k(params, x, base.annealed_k(cfg, step))
-  xhat = decode(params, f, cfg)
-  recon = cv.recon_loss(target, xhat, row_mask)
-  metrics = {}
-  total = add_auxk(recon, metrics, params, z, target, xhat, state, cfg)
-  new_state = {"tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask)}
-  metrics.update(base.common_metrics(target, xhat, f, new_state, cfg, row_mask))
-  metrics.update(loss=total, recon=recon, k=jnp.asarray(base.annealed_k(cfg, step), jnp.float32))
-  return total, base.LossOutput(metrics, new_state, f)
+  k = base.annealed_k(cfg, step)
+
+  def tail(p, t, f, xhat, z):
+    recon = cv.recon_loss(t, xhat, row_mask)
+    metrics = {}
+    total = add_auxk(recon, metrics, p, z, t, xhat, state, cfg, row_mask)
+    new_state = {"tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask)}
+    metrics.update(base.common_metrics(t, xhat, f, new_state, cfg, row_mask))
+    metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32))
+    return total, base.LossOutput(metrics, new_state, f)
+
+  def dense(p, xx, t):
+    f, z = encode_with_k(p, xx, k)
+    return tail(p, t, f, decode(p, f, cfg), z)
+
+  def from_entries(p, xx, t, f, entries):
+    xhat = sparse.decode_entries(p, *entries, xx.shape[0])
+    return tail(p, t, f, xhat, lambda: dense_activation(p, xx))
+
+  if sparse.enabled(cfg, per_row=True):
+    return sparse.loss_by_path(params, x, target, cfg, k, row_mask, per_row=True, dense=dense,
+                               from_entries=from_entries)
+  return dense(params, x, target)
 
 
 def fold_scale(params, state, s, cfg=None):

@@ -282,14 +282,20 @@ def estimate_scale(source, rule_seed: int, batch_size: int, batches: int, max_to
 
 # ----------------------------------------------------------------------------- global batches
 def device_tokens(source, sharding, max_bytes: int):
-  """All tokens as one array replicated on every device (device-resident mode)."""
-  nbytes = source.num_tokens * source.d * 4
+  """All tokens as one array replicated on every device (device-resident mode).
+
+  float16/bfloat16 tokens held in host memory stay in their dtype (no float32 copy of the whole
+  store); the step converts its gathered batch.
+  """
+  native = getattr(source, "tokens", None)
+  compact = native is not None and str(native.dtype) in ("float16", "bfloat16")
+  nbytes = source.num_tokens * source.d * (2 if compact else 4)
   if nbytes > max_bytes:
     raise ValueError(f"config.data.device_resident: the data ({source.description}) needs "
-                     f"{nbytes / 2**30:.2f} GiB per device as float32, over "
+                     f"{nbytes / 2**30:.2f} GiB per device, over "
                      f"config.data.device_max_bytes={max_bytes / 2**30:.2f} GiB; turn the mode off "
                      "or raise the limit")
-  tokens = source.all_tokens()
+  tokens = native if compact else source.all_tokens()
   return jax.make_array_from_callback(tokens.shape, sharding, lambda idx: tokens[idx])
 
 

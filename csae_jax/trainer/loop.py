@@ -141,7 +141,8 @@ def make_step(model: Model, optimizer, schedule, input_scale: float, layout: mes
 
   if device_resident:
     def gather_step(ts, tokens, idx):
-      x = jax.lax.with_sharding_constraint(jnp.take(tokens, idx, axis=0), layout.batch)
+      x = jnp.take(tokens, idx, axis=0).astype(jnp.float32)    # bf16 stores stay compact
+      x = jax.lax.with_sharding_constraint(x, layout.batch)
       return step(ts, x)
     return jax.jit(gather_step,
                    in_shardings=(layout.state, layout.replicated, layout.batch_indices),

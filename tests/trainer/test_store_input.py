@@ -126,3 +126,19 @@ def test_model_d_comes_from_the_store_manifest(tmp_path):
   del p.model["d"]
   data_lib.fill_model_d(p)
   assert p.model.d == p.data.planted.d == 16
+
+
+def test_device_tokens_keep_bfloat16():
+  """device_resident with a bfloat16 source: no float32 copy of the whole store on device."""
+  import jax
+  import jax.numpy as jnp
+  import ml_dtypes
+  from jax.sharding import NamedSharding, PartitionSpec
+  from csae_jax.trainer import data as data_lib
+  tokens = np.random.default_rng(0).normal(size=(64, 8)).astype(ml_dtypes.bfloat16)
+  src = data_lib.ArraySource(tokens, "bf16 tokens")
+  sharding = NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("x",)),
+                           PartitionSpec())
+  on_device = data_lib.device_tokens(src, sharding, max_bytes=64 * 8 * 2)
+  assert on_device.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(on_device, np.float32), tokens.astype(np.float32))

@@ -1,0 +1,88 @@
+"""Live-atom compaction for cascade levels >= 2 (SPEC 3, dynamic masking; docs/speed.md).
+
+The masked computation feeds all n_{l-1} atoms of the level below and ranks only the live ones.
+At most `bound` of them can be live (k * B for a k-sparse level 1 at its target k, n for dense
+families), and in the release's run that is 6144 of 20000. Here the live atoms are gathered, in
+index order, into a buffer of static capacity, the level runs on the buffer with a row mask for
+the padding, and autodiff scatters the gradients back (the transpose of the gather).
+
+Capacities: buckets bound, 2 bound, 4 bound, ... below n, and the masked computation itself as
+the last bucket; lax.switch picks the smallest that holds this step's live count. While k anneals
+down from d the live count moves through the buckets; every bucket is compiled once with the step
+(no recompilation at run time), and a count above every bucket is still exact (masked branch).
+Gathering in index order keeps the BatchTopK position tie-break of the masked computation.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from csae_jax import sparse
+
+COMPACTION_MODES = ("auto", "off")
+BUCKET_GROWTH = 2
+ALIGN = 8          # capacities are multiples of 8, so the buffer splits over 8-device meshes
+
+
+def live_bound(level_cfg, rows: int) -> int:
+  """Most atoms of this level that can be active on `rows` rows (its target k; n if dense)."""
+  k = getattr(level_cfg, "k", None)
+  if k is None:
+    return level_cfg.n
+  return min(level_cfg.n, k * rows)
+
+
+def buckets(bound: int, n: int) -> tuple[int, ...]:
+  """Static capacities strictly below n, from `bound` up by BUCKET_GROWTH."""
+  caps = []
+  c = -(-max(bound, 1) // ALIGN) * ALIGN
+  while c < n:
+    caps.append(c)
+    c *= BUCKET_GROWTH
+  return tuple(caps)
+
+
+def level_buckets(level_cfgs, batch_rows: int) -> list[tuple[int, ...]]:
+  """Capacities of each level >= 2's buffer (index l-1 for level l+1, 0-based l >= 1)."""
+  out, rows = [], batch_rows
+  for l in range(1, len(level_cfgs)):
+    bound = live_bound(level_cfgs[l - 1], rows)
+    out.append(buckets(bound, level_cfgs[l - 1].n))
+    rows = bound
+  return out
+
+
+def _live(codes, row_mask, eps):
+  active = (codes > eps) & row_mask[:, None]
+  return jnp.any(active, axis=0)
+
+
+def run_level(fam, params, state, x_in, target, mask, cfg, *, step, caps, eps):
+  """Level loss over the rows in `mask`: (loss, metrics, new state, live mask of its latents).
+
+  Equals fam.loss(..., row_mask=mask) on all rows to float32 round-off; runs on a compacted
+  buffer whenever the live count fits one of `caps`. Each bucket computes its own gradients
+  (sparse.branch_loss), so no bucket pays for another's residuals.
+  """
+  def masked(p, a, t):
+    loss, out = fam.loss(p, state, a, cfg, step=step, row_mask=mask, target=t)
+    return loss, (out.metrics, out.state, _live(out.codes, mask, eps))
+
+  if not caps:
+    loss, (metrics, new_state, live) = masked(params, x_in, target)
+    return loss, metrics, new_state, live
+  n_live = jnp.sum(mask, dtype=jnp.int32)
+  same = target is x_in
+
+  def compacted(cap):
+    def branch(p, a, t):
+      idx = jnp.nonzero(mask, size=cap, fill_value=0)[0]
+      valid = jnp.arange(cap) < n_live
+      xb = jnp.take(a, idx, axis=0)
+      tb = xb if same else jnp.take(t, idx, axis=0)
+      loss, out = fam.loss(p, state, xb, cfg, step=step, row_mask=valid, target=tb)
+      return loss, (out.metrics, out.state, _live(out.codes, valid, eps))
+    return branch
+
+  index = jnp.sum(n_live > jnp.asarray(caps, jnp.int32)).astype(jnp.int32)
+  loss, (metrics, new_state, live) = sparse.branch_loss(
+      index, [compacted(c) for c in caps] + [masked], params, x_in, target)
+  return loss, metrics, new_state, live

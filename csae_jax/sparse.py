@@ -1,0 +1,268 @@
+"""Sparse code path of the k-sparse families (TopK, BatchTopK, Matryoshka; SPEC 2.2, 2.3, 2.7).
+
+The dense step spends three (B x d x n) matmuls on a code with k << n non-zeros per row: the
+encoder forward, the decoder forward and the two weight gradients. Here only the encoder forward
+stays dense, and without gradient: it picks the winners. The winners' values are recomputed with
+gradient from gathered rows (one d-long dot product each), the decoder sums gathered atoms per row
+(a segment sum), and autodiff turns the gathers into scatter-adds, so both weight gradients touch
+only the K = k_max * B winning entries (docs/speed.md).
+
+Selection keeps the dense path's answer: each row's top-c candidates (one lax.top_k) hold every
+winner whenever the row is not saturated, and the flat list of winners has a static size K. When
+either bound fails (k annealing down from d, a saturated row) the step falls back to the dense
+computation inside lax.cond, so the result never depends on the bound.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from csae_jax import ops
+
+sg = lax.stop_gradient
+
+SPARSE_MODES = ("auto", "on", "off")
+# Candidates per row, as in batchtopk.ROW_CAP_*: 4 x the target k, at least 16.
+ROW_CAP_FACTOR = 4
+ROW_CAP_MIN = 16
+# auto: sparse when the candidates are at most this fraction of the dictionary and k / n is at
+# most AUTO_MAX_K_FRACTION. The gathers and scatter-adds move K x d = B k d floats at memory speed
+# while the dense matmuls run at matmul speed: measured (docs/speed.md) the sparse step is 1.9-7.4x
+# faster at k/n = 3e-4 (the release's Level 1) and 2.6x slower at k/n = 3.9e-3 (B 4096, n 8192,
+# k 32), so auto keeps the dense path above 1e-3.
+AUTO_MAX_FRACTION = 0.25
+AUTO_MAX_K_FRACTION = 1e-3
+
+
+def check_mode(mode: str) -> None:
+  if mode not in SPARSE_MODES:
+    raise ValueError(f"sparse must be one of {SPARSE_MODES}, got {mode!r}")
+
+
+def candidates(cfg, per_row: bool) -> int:
+  """Static per-row candidate count c: k for a fixed-k TopK, else max(16, 4 k)."""
+  if per_row and cfg.k_anneal_steps <= 0:
+    return min(cfg.k, cfg.n)
+  return min(max(ROW_CAP_MIN, ROW_CAP_FACTOR * cfg.k), cfg.n)
+
+
+def enabled(cfg, per_row: bool) -> bool:
+  """`sparse` option: on | off | auto (k / n small enough, and not on TPU where gathers are
+  slow)."""
+  mode = getattr(cfg, "sparse", "off")
+  if mode == "off":
+    return False
+  if mode == "on":
+    return True
+  return (jax.default_backend() != "tpu"
+          and candidates(cfg, per_row) <= AUTO_MAX_FRACTION * cfg.n
+          and cfg.k <= AUTO_MAX_K_FRACTION * cfg.n)
+
+
+def preact(params, x, compute_dtype=jnp.float32):
+  """W_enc (x - b_dec) + b_enc with matmul inputs in compute_dtype, float32 accumulation."""
+  xc = (x - params["b_dec"]).astype(compute_dtype)
+  w = params["W_enc"].astype(compute_dtype)
+  return jnp.dot(xc, w, preferred_element_type=jnp.float32) + params["b_enc"]
+
+
+# ----------------------------------------------------------------------------- selection
+def _row_candidates(z, c: int, row_mask):
+  zz = jnp.maximum(z, 0.0)
+  if row_mask is not None:
+    zz = jnp.where(row_mask[:, None], zz, -1.0)   # negative bits: never counted, never kept
+  return lax.top_k(zz, c)
+
+
+def select_rows(z, k, c: int, row_mask=None):
+  """Per-row top-k among the candidates: (vals, idx, keep (B, c), fits)."""
+  vals, idx = _row_candidates(z, c, row_mask)
+  keep = (jnp.arange(c)[None, :] < k) & (vals > 0)
+  fits = jnp.asarray(k, jnp.int32) <= c
+  return vals, idx, keep, fits
+
+
+# Rows whose smallest candidate reaches the candidates' threshold may hold more winners: up to
+# SUSPECT_ELEMENTS / n of them are re-ranked in full (about 2M scores per bisection pass).
+SUSPECT_ELEMENTS = 1 << 21
+
+
+def _count_ge(parts, t):
+  return sum(jnp.sum(p >= t, dtype=jnp.int32) for p in parts)
+
+
+def _kth_largest_union(parts, k_total):
+  """Largest bit pattern t with count(bits >= t) >= k_total over several int32 arrays."""
+  lo, hi = jnp.int32(0), jnp.int32(ops._INF_BITS + 1)  # pylint: disable=protected-access
+
+  def body(_, carry):
+    lo, hi = carry
+    mid = lo + (hi - lo) // 2
+    ok = _count_ge(parts, mid) >= k_total
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  return lax.fori_loop(0, 31, body, (lo, hi))[0]
+
+
+def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
+  """Batch top-(k * n_rows) as a flat entry list: (rows, cols, valid, fits).
+
+  Each row's top-c candidates give a threshold t_c no larger than the true one, so a winner can
+  lie outside the candidates only in a row whose smallest candidate reaches t_c ("suspect"). The
+  suspect rows (up to a static number) are ranked in full, the true threshold is found over the
+  candidates of the other rows plus the suspect rows, and the winners are listed in one pass.
+  fits is False (the caller falls back to the dense path) when there are too many suspect rows,
+  more winners than `capacity`, or a tie at the threshold (the dense tie-break decides those).
+  """
+  b, n = z.shape
+  vals, idx = _row_candidates(z, c, row_mask)
+  n_rows = b if row_mask is None else jnp.sum(row_mask, dtype=jnp.int32)
+  k_total = jnp.asarray(n_rows * k, jnp.int32)
+  bits = lax.bitcast_convert_type(vals, jnp.int32)
+  t_c = _kth_largest_union([bits], k_total)
+  suspect = (lax.bitcast_convert_type(vals.min(-1), jnp.int32) >= t_c) & (c < n)
+  r = max(1, min(b, SUSPECT_ELEMENTS // n)) if c < n else 1
+  n_suspect = jnp.sum(suspect, dtype=jnp.int32)
+  capacity = b * k if capacity is None else capacity
+
+  def finish(t, keep, rows_of, cols_of):
+    count = jnp.sum(keep, dtype=jnp.int32)
+    pos = jnp.nonzero(keep, size=capacity, fill_value=0)[0]
+    fits = (n_suspect <= r) & (count == k_total) & (count <= capacity) & (t > 0)
+    return rows_of[pos], cols_of[pos], jnp.arange(capacity) < count, fits
+
+  cand_rows = jnp.repeat(jnp.arange(b, dtype=jnp.int32), c)
+  cand_cols = idx.reshape(-1).astype(jnp.int32)
+
+  def candidates_only():
+    return finish(t_c, (bits >= t_c).reshape(-1), cand_rows, cand_cols)
+
+  def with_suspects():
+    sus_rows = jnp.nonzero(suspect, size=r, fill_value=0)[0].astype(jnp.int32)
+    zz = jnp.maximum(z, 0.0)
+    if row_mask is not None:
+      zz = jnp.where(row_mask[:, None], zz, -1.0)
+    full = lax.bitcast_convert_type(jnp.take(zz, sus_rows, axis=0), jnp.int32)
+    full = jnp.where((jnp.arange(r) < n_suspect)[:, None], full, -1)
+    cand = jnp.where(suspect[:, None], -1, bits)
+    t = _kth_largest_union([cand, full], k_total)
+    keep = jnp.concatenate([(cand >= t).reshape(-1), (full >= t).reshape(-1)])
+    rows_of = jnp.concatenate([cand_rows, jnp.repeat(sus_rows, n)])
+    cols_of = jnp.concatenate([cand_cols, jnp.tile(jnp.arange(n, dtype=jnp.int32), r)])
+    return finish(t, keep, rows_of, cols_of)
+
+  # With no suspect row the candidates' threshold is the true one.
+  return lax.cond(n_suspect > 0, with_suspects, candidates_only)
+
+
+def flat_entries(keep, idx, capacity: int):
+  """The kept candidates as a static-size list: rows, cols, valid, and whether all fit."""
+  c = keep.shape[1]
+  flat = keep.reshape(-1)
+  pos = jnp.nonzero(flat, size=capacity, fill_value=0)[0]
+  count = jnp.sum(flat, dtype=jnp.int32)
+  rows = (pos // c).astype(jnp.int32)
+  cols = jnp.take(idx.reshape(-1), pos).astype(jnp.int32)
+  valid = jnp.arange(capacity) < count
+  return rows, cols, valid, count <= capacity
+
+
+def select_rows_flat(z, k, c: int, row_mask, capacity: int):
+  """Per-row top-k as a flat entry list: (rows, cols, valid, fits)."""
+  _, idx, keep, fits = select_rows(z, k, c, row_mask)
+  rows, cols, valid, fits_list = flat_entries(keep, idx, capacity)
+  return rows, cols, valid, fits & fits_list
+
+
+# ----------------------------------------------------------------------------- sparse compute
+def entry_values(params, x, rows, cols, valid):
+  """ReLU(W_enc[:, j] . (x_i - b_dec) + b_enc[j]) for each entry (i, j), with gradient."""
+  xc = jnp.take(x, rows, axis=0) - params["b_dec"]
+  w = jnp.take(params["W_enc"], cols, axis=1)       # (d, K)
+  pre = jnp.einsum("kd,dk->k", xc, w) + jnp.take(params["b_enc"], cols)
+  return jnp.where(valid, jax.nn.relu(pre), 0.0)
+
+
+def decode_entries(params, rows, cols, vals, num_rows: int):
+  """xhat_i = b_dec + sum over entries of row i of v * W_dec[j] (a segment sum of gathered atoms)."""
+  atoms = jnp.take(params["W_dec"], cols, axis=0)
+  return jax.ops.segment_sum(vals[:, None] * atoms, rows, num_segments=num_rows) + params["b_dec"]
+
+
+def decode_prefixes(params, rows, cols, vals, num_rows: int, group_sizes):
+  """(G, B, d) Matryoshka prefix reconstructions from the entries (one segment sum over
+  (row, group) pairs, then a cumulative sum over groups)."""
+  g = len(group_sizes)
+  ends = jnp.cumsum(jnp.asarray(group_sizes, jnp.int32))
+  group = jnp.searchsorted(ends, cols, side="right").astype(jnp.int32)
+  atoms = jnp.take(params["W_dec"], cols, axis=0)
+  parts = jax.ops.segment_sum(vals[:, None] * atoms, rows * g + group, num_segments=num_rows * g)
+  parts = parts.reshape(num_rows, g, -1).transpose(1, 0, 2)
+  return jnp.cumsum(parts, axis=0) + params["b_dec"]
+
+
+def dense_codes(rows, cols, vals, shape):
+  """(B, n) codes for metrics, dead counters and the cascade's live mask (no gradient)."""
+  return jnp.zeros(shape, jnp.float32).at[rows, cols].add(sg(vals))
+
+
+# ----------------------------------------------------------------------------- gradient inside
+@jax.custom_jvp
+def attach_grads(value, args, grads):
+  """`value`, whose derivative with respect to `args` is `grads` (computed elsewhere).
+
+  Branches of lax.cond / lax.switch compute their own value_and_grad and return the gradient;
+  the caller attaches it here. Differentiating through the cond instead would make the taken
+  branch also output zero-filled copies of the other branches' residuals (a dense path's (B, n)
+  pre-activations, the masked Level 2's n1 x n2 scores), which costs more than the step.
+  """
+  del args, grads
+  return value
+
+
+@attach_grads.defjvp
+def _attach_grads_jvp(primals, tangents):
+  value, args, grads = primals
+  _, t_args, _ = tangents
+  out = jnp.zeros_like(value)
+  for t, g in zip(jax.tree_util.tree_leaves(t_args), jax.tree_util.tree_leaves(grads)):
+    out = out + jnp.vdot(t, sg(g))
+  return value, out
+
+
+def branch_loss(pred_or_index, branches, params, x, target):
+  """lax.switch over loss functions fn(params, x, target) -> (loss, aux), gradients inside.
+
+  Returns (loss with the taken branch's gradients attached, aux). pred_or_index: bool (two
+  branches: [false, true]) or int32 index.
+  """
+  def run(fn):
+    def branch():
+      (loss, aux), g = jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)(params, x, target)
+      return loss, aux, g
+    return branch
+
+  index = pred_or_index.astype(jnp.int32) if pred_or_index.dtype == jnp.bool_ else pred_or_index
+  loss, aux, grads = lax.switch(index, [run(f) for f in branches])
+  return attach_grads(loss, (params, x, target), grads), aux
+
+
+def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, from_entries):
+  """The family loss by the sparse path, or the dense one when a static bound fails.
+
+  dense(params, x, target) -> (loss, LossOutput), the family's dense computation;
+  from_entries(params, x, target, codes, (rows, cols, vals)) -> (loss, LossOutput) from the
+  winners' entries (values carry the gradient; codes are the (B, n) codes without gradient).
+  """
+  c = candidates(cfg, per_row)
+  capacity = x.shape[0] * cfg.k      # winners at the target k; more (annealing) -> dense
+  z = sg(jax.nn.relu(preact(params, x, jnp.dtype(cfg.compute_dtype))))
+  select = select_rows_flat if per_row else select_batch
+  rows, cols, valid, fits = select(z, k, c, row_mask, capacity)
+
+  def sparse_loss(p, xx, t):
+    vals = entry_values(p, xx, rows, cols, valid)
+    return from_entries(p, xx, t, dense_codes(rows, cols, vals, z.shape), (rows, cols, vals))
+
+  return branch_loss(fits, [dense, sparse_loss], params, x, target)

@@ -1,0 +1,103 @@
+"""The sparse code path (csae_jax/sparse.py) against the dense one: loss, gradients, state."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from csae_jax import ops, sparse
+from csae_jax.families import get_family, make_config
+
+B, D, N, K = 32, 16, 256, 4
+FAMS = {
+    "topk": {},
+    "topk_anneal": {"k_anneal_steps": 100, "k_anneal_from": 6},
+    "batchtopk": {},
+    "matryoshka": {"group_sizes": (32, 96, 128)},
+}
+
+
+def setup(name, sparse_mode, seed=0, **extra):
+  fam = name.split("_")[0]
+  cfg = make_config(fam, d=D, n=N, k=K, sparse=sparse_mode, **{**FAMS[name], **extra})
+  rng = np.random.default_rng(seed)
+  w = rng.normal(size=(N, D)).astype(np.float32)
+  w /= np.linalg.norm(w, axis=1, keepdims=True)
+  p = {"W_enc": jnp.asarray(rng.normal(size=(D, N)), jnp.float32) * 0.5,
+       "b_enc": jnp.asarray(rng.normal(size=N) * 0.1, jnp.float32),
+       "W_dec": jnp.asarray(w), "b_dec": jnp.asarray(rng.normal(size=D) * 0.1, jnp.float32)}
+  x = jnp.asarray(rng.normal(size=(B, D)), jnp.float32)
+  return get_family(fam), cfg, p, x
+
+
+def run(name, mode, step=50, row_mask=None, dead=False, x_scale=1.0, **extra):
+  fam, cfg, p, x = setup(name, mode, **extra)
+  x = x.at[0].multiply(x_scale)
+  state = fam.init_state(cfg)
+  if dead:
+    state = dict(state, tokens_since_fired=jnp.where(jnp.arange(N) % 3 == 0, 10 ** 8, 0))
+  fn = lambda p: fam.loss(p, state, x, cfg, step=step, row_mask=row_mask)
+  (loss, out), g = jax.jit(jax.value_and_grad(fn, has_aux=True))(p)
+  return loss, out, g
+
+
+def assert_same(a, b, tol=2e-5, row_mask=None):
+  la, oa, ga = a
+  lb, ob, gb = b
+  np.testing.assert_allclose(la, lb, rtol=tol, atol=tol)
+  for k in ga:
+    np.testing.assert_allclose(ga[k], gb[k], rtol=tol, atol=tol, err_msg=k)
+  for k in oa.state:
+    np.testing.assert_allclose(oa.state[k], ob.state[k], rtol=tol, atol=tol, err_msg=k)
+  for k in oa.metrics:
+    np.testing.assert_allclose(oa.metrics[k], ob.metrics[k], rtol=tol, atol=tol, err_msg=k)
+  rows = np.ones(oa.codes.shape[0], bool) if row_mask is None else np.asarray(row_mask)
+  # Per-row TopK ranks rows outside the mask too in the dense path; nothing reads them.
+  np.testing.assert_allclose(oa.codes[rows], ob.codes[rows], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", sorted(FAMS))
+@pytest.mark.parametrize("masked", [False, True])
+def test_sparse_equals_dense(name, masked):
+  mask = jnp.asarray(np.random.default_rng(3).random(B) < 0.6) if masked else None
+  assert_same(run(name, "on", row_mask=mask), run(name, "off", row_mask=mask), row_mask=mask)
+
+
+@pytest.mark.parametrize("name", ["topk", "batchtopk", "matryoshka"])
+def test_sparse_auxk_equals_dense(name):
+  assert_same(run(name, "on", dead=True, aux_k=8), run(name, "off", dead=True, aux_k=8))
+
+
+def test_annealing_falls_back_to_dense():
+  # k(step=0) = 64 > 16 candidates: the bound fails, the dense branch answers.
+  on = run("topk_anneal", "on", step=0, k_anneal_from=64)
+  off = run("topk_anneal", "off", step=0, k_anneal_from=64)
+  assert float(on[1].metrics["l0"]) > 16
+  assert_same(on, off)
+
+
+@pytest.mark.parametrize("scale", [50.0, 1.0])
+def test_saturated_rows_are_exact(scale):
+  """Row 0 holds far more than its 16 candidates: re-ranked in full, same winners as dense."""
+  fam, cfg, p, x = setup("batchtopk", "on")
+  x = x.at[0].multiply(scale)
+  z = jax.nn.relu(sparse.preact(p, x))
+  rows, cols, valid, fits = sparse.select_batch(z, K, sparse.candidates(cfg, False))
+  assert bool(fits)
+  got = np.zeros((B, N), bool)
+  got[np.asarray(rows)[np.asarray(valid)], np.asarray(cols)[np.asarray(valid)]] = True
+  want = np.asarray(ops.batch_topk_mask(z, B * K))
+  np.testing.assert_array_equal(got, want)
+  if scale > 1:
+    assert want[0].sum() > 16
+    assert_same(run("batchtopk", "on", x_scale=scale), run("batchtopk", "off", x_scale=scale),
+                tol=1e-4)   # values x 50: float32 round-off of sums near 1e3
+
+
+def test_auto_mode():
+  _, cfg, _, _ = setup("batchtopk", "auto")
+  assert not sparse.enabled(cfg, per_row=False)        # k / n = 4 / 256: dense is faster
+  assert sparse.enabled(cfg.replace(n=8192), per_row=False)   # 4 / 8192 < 1e-3
+  assert sparse.enabled(cfg.replace(n=8192, sparse="on").replace(n=32), per_row=False)
+  assert not sparse.enabled(cfg.replace(n=8192, sparse="off"), per_row=False)
+  with pytest.raises(ValueError, match="sparse"):
+    make_config("topk", d=D, n=N, k=K, sparse="maybe")

@@ -30,7 +30,7 @@ def device_summary() -> dict:
 def startup_line(program: str) -> str:
   s = device_summary()
   kinds = ", ".join(f"{n} x {k}" for k, n in sorted(s["kinds"].items()))
-  line = (f"{program}: JAX backend {s['backend']}, {s['devices']} device(s) ({kinds}), "
+  line = (f"{program} starting: JAX backend {s['backend']}, {s['devices']} device(s) ({kinds}), "
           f"{s['processes']} process(es), {s['local_devices']} local device(s)")
   if s["backend"] == "cpu":
     line += ("; running on CPU: for a GPU or TPU install the .[gpu] or .[tpu] extra (README, "

@@ -33,7 +33,7 @@ def announce_torch(program: str, device: str) -> None:
   count = torch.cuda.device_count() if cuda else 0
   names = sorted({torch.cuda.get_device_name(i) for i in range(count)})
   backend = "gpu" if device.startswith("cuda") else "cpu"
-  line = (f"{program}: torch {torch.__version__}, device {device}; CUDA "
+  line = (f"{program} starting: torch {torch.__version__}, device {device}; CUDA "
           + (f"available, {count} GPU(s) ({', '.join(names)})" if cuda else "not available"))
   if backend == "cpu":
     line += "; running on CPU (pass --device=cuda on a GPU node)"

@@ -6,7 +6,7 @@ from csae_jax import runtime
 
 def test_startup_line_names_backend_and_devices():
   line = runtime.startup_line("train")
-  assert line.startswith("train: JAX backend cpu, 1 device(s)")
+  assert line.startswith("train starting: JAX backend cpu, 1 device(s)")
   assert "running on CPU" in line and ".[gpu]" in line
 
 

@@ -25,7 +25,7 @@ def test_jax_programs_name_the_backend_and_refuse_a_missing_gpu(program, args, t
   r = _run([program, *args, f"--workdir={out}", "--require_backend=gpu"], tmp_path)
   name = program.split(".")[1]
   assert r.returncode == 2, r.stderr[-2000:]
-  assert f"{name}: JAX backend cpu, 1 device(s)" in r.stderr
+  assert f"{name} starting: JAX backend cpu, 1 device(s)" in r.stderr
   assert f"{name}: BackendMismatch: --require_backend=gpu but JAX runs on cpu" in r.stderr
   assert "Traceback" not in r.stderr
   assert not out.exists()
@@ -36,6 +36,6 @@ def test_extraction_names_the_torch_device_and_refuses_cuda_without_a_gpu(tmp_pa
   r = _run(["launch.extract", f"--model={tmp_path / 'none'}", "--source=procedural:2",
             f"--out={out}", "--device=cuda"], tmp_path)
   assert r.returncode == 2, r.stderr[-2000:]
-  assert "extract: torch 2.13.0" in r.stderr and "CUDA not available" in r.stderr
+  assert "extract starting: torch 2.13.0" in r.stderr and "CUDA not available" in r.stderr
   assert "torch sees no CUDA device" in r.stderr
   assert not out.exists()

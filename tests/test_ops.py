@@ -92,3 +92,58 @@ def test_candidate_batch_topk_equals_full_bisection(case):
     np.testing.assert_array_equal(got, want)
   else:
     np.testing.assert_array_equal(np.sort(z[got]), np.sort(z[want]))
+
+
+def _np_topk_values(z, k, axis):
+  """The multiset of the k largest values (NumPy float64), per row or over the whole array."""
+  if axis is None:
+    return np.sort(z.ravel())[::-1][:k]
+  return np.sort(z, axis=1)[:, ::-1][:, :k]
+
+
+def test_selection_exact_over_many_seeds_with_ties_and_zeros():
+  """Randomised against NumPy: values from a small grid (ties everywhere, many exact zeros) and
+  continuous values of every magnitude. A bisection one pass short of 31 is off by one bit for
+  some thresholds and then selects the whole tie group or a wrong set."""
+  fb = jax.jit(lambda z, k: ops.topk_mask(z, k))
+  fr = jax.jit(lambda z, k: ops.topk_mask(z, k, axis=-1))
+  for seed in range(300):
+    rng = np.random.default_rng(seed)
+    b, n = 4, 10                          # one shape: two compilations in all
+    kind = seed % 3
+    if kind == 0:
+      z = rng.integers(0, 4, size=(b, n)) * rng.choice([0.25, 1.5, 3.0, 1e-3])
+    elif kind == 1:
+      z = np.abs(rng.normal(size=(b, n))) * 10.0 ** rng.integers(-30, 30)
+      z[rng.random((b, n)) < 0.3] = 0.0
+    else:
+      z = rng.choice(np.abs(rng.normal(size=3)) * 10.0 ** rng.integers(-20, 20, 3), size=(b, n))
+    z = z.astype(np.float32)
+    kb = int(rng.integers(0, b * n + 1))
+    m = np.asarray(fb(jnp.asarray(z), kb))
+    assert m.sum() == kb, seed
+    np.testing.assert_array_equal(np.sort(z[m])[::-1], _np_topk_values(z, kb, None), str(seed))
+    kr = int(rng.integers(0, n + 1))
+    m = np.asarray(fr(jnp.asarray(z), kr))
+    assert (m.sum(1) == kr).all(), seed
+    got = np.sort(np.where(m, z, -1.0), axis=1)[:, ::-1][:, :kr]
+    np.testing.assert_array_equal(got, _np_topk_values(z, kr, -1), str(seed))
+
+
+def test_candidate_selection_with_a_tied_row_beyond_its_cap():
+  """Row 0 has three 1.0s but only row_cap=2 candidates; the threshold is 1.0 and exactly 4 must
+  be kept: 3, 2 and two of the three tied 1.0s (the candidates cannot show the third)."""
+  z = jnp.asarray([[1.0, 1.0, 1.0, 0.0], [3.0, 2.0, 0.0, 0.0]], jnp.float32)
+  m = np.asarray(jax.jit(lambda z: ops.batch_topk_mask(z, 4, row_cap=2))(z))
+  assert m.sum() == 4
+  assert m[1, :2].all() and m[0, :3].sum() == 2 and not m[:, 3].any()
+  f = jax.jit(lambda z, k: ops.batch_topk_mask(z, k, row_cap=3))
+  for seed in range(40):                   # the same shape of case, randomised
+    rng = np.random.default_rng(seed)
+    zz = np.abs(rng.normal(size=(6, 8))).astype(np.float32)
+    tie = np.float32(rng.uniform(0.5, 1.5))
+    zz[seed % 6, :5] = tie
+    k = int((zz > tie).sum()) + int(rng.integers(1, 5))
+    got = np.asarray(f(jnp.asarray(zz), k))
+    assert got.sum() == k, seed
+    np.testing.assert_array_equal(np.sort(zz[got])[::-1], _np_topk_values(zz, k, None))

@@ -259,3 +259,58 @@ def test_empty_images_and_empty_store(tmp_path):
   assert st.token_image.tolist() == [1, 1, 1]
   st = S.ActivationStore.open(S.write_store(tmp_path / "b", x[:0], [0]), verify=True)
   assert (st.num_tokens, st.num_images) == (0, 0)
+
+
+def _rewrite_array(store_path, name, edit):
+  """Rewrite a small array of the store in place with valid zarr chunks (crc-valid, wrong data)."""
+  from csae_jax.store.format import _open_array
+  arr = _open_array(os.path.join(store_path, name), name)
+  value = np.asarray(arr.read().result())
+  new = edit(value.copy())
+  assert not np.array_equal(new, value)
+  arr.write(new).result()
+
+
+@pytest.fixture()
+def store_with_embeddings(tmp_path):
+  acts, offsets, labels, ids, emb = _data(8)
+  path = str(tmp_path / "e")
+  _stream(path, acts, offsets, labels, ids, emb)
+  return path
+
+
+def _move_one_token(o):
+  o[2] += 1 if o[2] < o[3] else -1          # still non-decreasing, same start and end
+  return o
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("token_offsets", _move_one_token),
+    ("labels", lambda l: np.where(np.arange(len(l)) == 4, (l + 1) % 3, l)),
+    ("embeddings", lambda e: e + np.float32(0.5) * (np.arange(e.size).reshape(e.shape) == 7)),
+])
+def test_verify_checks_offsets_labels_and_embeddings(store_with_embeddings, name, edit):
+  S.ActivationStore.open(store_with_embeddings, verify=True)
+  _rewrite_array(store_with_embeddings, name, edit)
+  st = S.ActivationStore.open(store_with_embeddings)          # structurally valid
+  with pytest.raises(S.StoreError, match=f"{name} checksum mismatch"):
+    st.verify()
+  with pytest.raises(S.StoreError, match=f"{name} checksum mismatch"):
+    S.ActivationStore.open(store_with_embeddings, verify=True)
+
+
+def test_decreasing_offsets_refused(tmp_path, good_store):
+  x = np.ones((6, 2), np.float32)
+  with pytest.raises(ValueError, match="non-decreasing"):
+    S.write_store(tmp_path / "w", x, [0, 4, 2, 6])
+  with pytest.raises(ValueError, match=">= 0"):
+    S.StoreWriter(tmp_path / "v", d=2).add_batch(x, [4, -2, 4], [0, 0, 0], ["a", "b", "c"])
+
+  def swap(o):
+    o[2], o[3] = o[3], o[2]                  # start and end kept; one step goes down
+    return o
+  offsets = np.asarray(S.ActivationStore.open(good_store).token_offsets)
+  assert offsets[3] > offsets[2]
+  _rewrite_array(good_store, "token_offsets", swap)
+  with pytest.raises(S.StoreError, match="non-decreasing"):
+    S.ActivationStore.open(good_store)

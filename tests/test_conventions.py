@@ -94,3 +94,24 @@ def test_dead_counter():
 def test_activation_validation(bad, msg):
   with pytest.raises(ValueError, match=msg):
     cv.check_activations(bad, 4)
+
+
+def test_dead_counter_ignores_masked_rows():
+  """Only marked rows count: a latent firing in an unmarked row is not reset, and the counters
+  grow by the number of marked rows (hand values)."""
+  t = jnp.array([3, 3, 3, 3], jnp.int32)
+  codes = jnp.array([[0.0, 2.0, 0.0, 0.0],      # marked: latent 1 fires
+                     [5.0, 0.0, 0.0, 0.0],      # unmarked: latent 0 does not count
+                     [0.0, 0.0, 0.0, 0.0],      # marked
+                     [0.0, 0.0, 1.0, 0.0]])     # unmarked
+  mask = jnp.array([True, False, True, False])
+  np.testing.assert_array_equal(np.asarray(cv.update_fired(t, codes, mask)), [5, 0, 5, 5])
+  np.testing.assert_array_equal(np.asarray(cv.update_fired(t, codes)), [0, 0, 0, 7])
+  none = jnp.zeros(4, bool)
+  np.testing.assert_array_equal(np.asarray(cv.update_fired(t, codes, none)), [3, 3, 3, 3])
+
+
+def test_dead_fraction_boundary_is_inclusive():
+  """Dead = no firing for >= window tokens (SPEC 2.2)."""
+  assert float(cv.dead_fraction(jnp.array([7, 8, 9, 0]), 8)) == 0.5
+  assert float(cv.dead_fraction(jnp.array([7, 7]), 8)) == 0.0

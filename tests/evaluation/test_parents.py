@@ -63,3 +63,19 @@ def test_coactivation_counts_hand_case():
   np.testing.assert_array_equal(parents.coactivation_parents(res.coact), [0, 0, 1])  # tie -> 0
   np.testing.assert_allclose(res.image_codes, [[0.25, 0.55, 0.15], [0.2, 0.00025, 0.35]],
                              rtol=1e-6)
+
+
+def test_clustering_uses_unit_normalised_atoms():
+  """Atoms in three direction groups with norms from 0.05 to 20: clustered by direction, exactly
+  as scikit-learn clusters the unit-normalised atoms (raw norms would split them by length)."""
+  from sklearn import cluster as skc
+  atoms, truth = _groups(seed=1, d=6)
+  scale = np.random.default_rng(2).uniform(0.05, 20.0, len(atoms))[:, None]
+  raw = atoms * scale
+  unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+  labels = parents.cluster_atoms(raw, 3, "hac")
+  np.testing.assert_array_equal(labels, skc.AgglomerativeClustering(n_clusters=3).fit_predict(unit))
+  assert adjusted_rand_score(truth, labels) == 1.0
+  assert adjusted_rand_score(truth, skc.AgglomerativeClustering(n_clusters=3).fit_predict(raw)) < 1
+  spec = parents.cluster_atoms(raw, 3, "spectral", n_neighbors=5, seed=0)
+  assert adjusted_rand_score(truth, spec) == 1.0

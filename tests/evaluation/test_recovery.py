@@ -43,3 +43,22 @@ def test_score_recovery_on_exact_planted_atoms():
   assert r2["atoms_scored"] == 6
   assert r2["parent_purity"] == pytest.approx(4 / 6)
   assert r["parent_purity"] >= r2["parent_purity"]
+
+
+def test_purity_lopsided_cases_tell_the_axes_apart():
+  """Purity = sum over predicted groups of their majority true count / n (rows: true labels).
+  Hand cases where swapping the contingency axes gives another value."""
+  assert recovery.purity(np.zeros(4, int), np.arange(4)) == 1.0        # swapped: 1/4
+  assert recovery.purity(np.arange(4), np.zeros(4, int)) == 0.25       # swapped: 1
+  true = np.array([0, 0, 0, 1, 2, 2])
+  pred = np.array([7, 7, 7, 7, 9, 9])   # 7: {0,0,0,1} -> 3; 9: {2,2} -> 2  => 5/6 (swapped 6/6)
+  assert recovery.purity(true, pred) == 5 / 6
+  np.testing.assert_array_equal(recovery.contingency(true, pred), [[3, 0], [1, 0], [0, 2]])
+
+
+def test_purity_matches_a_direct_count_over_many_seeds():
+  for seed in range(50):
+    rng = np.random.default_rng(seed)
+    true, pred = rng.integers(0, 3, 20), rng.integers(0, 6, 20)
+    want = sum(np.bincount(true[pred == g]).max() for g in np.unique(pred)) / 20
+    assert recovery.purity(true, pred) == pytest.approx(want, abs=1e-12)

@@ -341,3 +341,48 @@ def test_annealed_k():
   assert int(base.annealed_k(cfg, 0)) == 64
   assert int(base.annealed_k(cfg, 50)) == 34
   assert int(base.annealed_k(cfg, 100)) == 4 and int(base.annealed_k(cfg, 10**6)) == 4
+
+
+def test_auxk_dead_boundary_is_exactly_dead_tokens(x):
+  """A latent silent for exactly dead_tokens tokens is dead; one token fewer is alive."""
+  cfg = families.make_config("topk", d=D, n=N, k=K, aux_k=512, dead_tokens=100)
+  p0 = random_params("topk", cfg)
+  since = np.zeros(N, np.int64)
+  since[[1, 6, 10]] = 100                  # exactly the window: dead
+  since[[2, 5]] = 99                       # one short: alive
+  state = {"tokens_since_fired": jnp.asarray(since, jnp.int32)}
+  _, _, out = jax_loss_grad("topk", p0, state, x, cfg, 500)
+  z0 = R.relu(R.preact(p0, x))
+  e0 = x - ((z0 * R.row_topk_mask(z0, K)) @ p0["W_dec"] + p0["b_dec"])
+  want = R.auxk(p0, z0, e0, since >= 100, 512, D)
+  assert want > 0 and not np.isclose(want, R.auxk(p0, z0, e0, since > 100, 512, D))
+  np.testing.assert_allclose(float(out.metrics["aux_loss"]), want, rtol=1e-5)
+  fired = ((z0 * R.row_topk_mask(z0, K)) > 0).any(0)        # counters after this batch of B
+  after = np.where(fired, 0, since + B)
+  np.testing.assert_array_equal(np.asarray(out.state["tokens_since_fired"]), after)
+  assert float(out.metrics["dead_fraction"]) == pytest.approx(np.mean(after >= 100))
+  for edge in (99, 100):                   # a single latent at the boundary
+    s1 = np.where(np.arange(N) == 4, edge, 0)
+    _, _, o = jax_loss_grad("topk", p0, {"tokens_since_fired": jnp.asarray(s1, jnp.int32)}, x,
+                            cfg, 500)
+    assert (float(o.metrics["aux_loss"]) > 0) == (edge == 100), edge
+
+
+def _weiszfeld64(pts, iters=2000):
+  y = pts.mean(0)
+  for _ in range(iters):
+    w = 1.0 / np.maximum(np.linalg.norm(pts - y, axis=1), 1e-12)
+    y = (w[:, None] * pts).sum(0) / w.sum()
+  return y
+
+
+def test_topk_b_dec_starts_at_the_geometric_median():
+  """A skewed first batch (a few far outliers): the geometric median, not the mean (SPEC 2.2)."""
+  rng = np.random.default_rng(4)
+  pts = rng.normal(size=(64, D))
+  pts[:6] += 40.0                          # outliers drag the mean, barely move the median
+  cfg = families.make_config("topk", d=D, n=N, k=K)
+  p = families.topk.init(jax.random.PRNGKey(0), cfg, jnp.asarray(pts, jnp.float32))
+  gm = _weiszfeld64(pts)
+  assert np.linalg.norm(gm - pts.mean(0)) > 2.0
+  np.testing.assert_allclose(np.asarray(p["b_dec"], np.float64), gm, atol=2e-3)

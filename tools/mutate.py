@@ -179,9 +179,10 @@ def run_tests(repo: str, tests: list[str], timeout: float) -> tuple[str, float]:
 def _worker_test(repo: str, mutant: Mutant, tests, timeout):
   target = os.path.join(repo, mutant.path)
   original = open(target).read()
+  source = mutated_source(repo, mutant)
   try:
     with open(target, "w") as f:
-      f.write(mutated_source(repo, mutant))
+      f.write(source)
     return run_tests(repo, tests, timeout)
   finally:
     with open(target, "w") as f:

@@ -211,6 +211,7 @@ def main(argv):
     for module, (total, mutants) in plan.items():
       tests = MODULES[module][1]
       status, clean = run_tests(repos[0], tests, 1800)
+      print(f"{module}: clean tests {status} in {clean:.0f} s", flush=True)
       if status != "survived":
         print(f"{module}: the clean tests do not pass ({status}); skipped", flush=True)
         report["modules"][module] = {"error": f"clean tests {status}"}
@@ -223,9 +224,11 @@ def main(argv):
       def test_one(m, tests=tests, timeout=timeout, free=free):
         repo = free.get()
         try:
-          return m, _worker_test(repo, m, tests, timeout)
+          status, secs = _worker_test(repo, m, tests, timeout)
         finally:
           free.put(repo)
+        print(f"  {status:8s} {secs:6.1f}s {m.describe()}", flush=True)
+        return m, (status, secs)
 
       with concurrent.futures.ThreadPoolExecutor(len(repos)) as pool:
         results = list(pool.map(test_one, mutants))
@@ -233,7 +236,6 @@ def main(argv):
       survivors = []
       for m, (status, secs) in results:
         counts[status] += 1
-        print(f"  {status:8s} {secs:6.1f}s {m.describe()}", flush=True)
         if status == "survived":
           line = open(os.path.join(root, m.path)).read().split("\n")[m.line - 1].strip()
           survivors.append({"mutant": m.describe(), "source": line})

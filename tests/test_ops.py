@@ -147,3 +147,25 @@ def test_candidate_selection_with_a_tied_row_beyond_its_cap():
     got = np.asarray(f(jnp.asarray(zz), k))
     assert got.sum() == k, seed
     np.testing.assert_array_equal(np.sort(zz[got])[::-1], _np_topk_values(zz, k, None))
+
+
+def test_selection_at_the_largest_finite_float():
+  """The bisection's upper end lies above every finite value, float32 max included."""
+  big = np.finfo(np.float32).max
+  z = np.array([[big, 1.0, big, 0.0], [2.0, big, 0.5, 0.0]], np.float32)
+  for k in (1, 2, 3, 4):
+    m = np.asarray(ops.topk_mask(jnp.asarray(z), k))
+    assert m.sum() == k
+    np.testing.assert_array_equal(np.sort(z[m])[::-1], _np_topk_values(z, k, None))
+  m = np.asarray(ops.topk_mask(jnp.asarray(z), jnp.int32(1), axis=-1))
+  np.testing.assert_array_equal(z[m], [big, big])
+
+
+def test_row_topk_on_higher_rank_inputs():
+  """Per-row selection is over the last axis for any leading shape (tokens x heads x n)."""
+  z = np.abs(np.random.default_rng(9).normal(size=(3, 4, 7))).astype(np.float32)
+  for k in (1, 3):
+    m = np.asarray(ops.row_topk_mask(jnp.asarray(z), k))
+    kth = np.sort(z, -1)[..., ::-1][..., k - 1:k]
+    np.testing.assert_array_equal(m, z >= kth)
+    assert (m.sum(-1) == k).all()

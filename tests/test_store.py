@@ -314,3 +314,18 @@ def test_decreasing_offsets_refused(tmp_path, good_store):
   _rewrite_array(good_store, "token_offsets", swap)
   with pytest.raises(S.StoreError, match="non-decreasing"):
     S.ActivationStore.open(good_store)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(d=0), "d must be a positive integer, got 0"),
+    (dict(d=-3), "d must be a positive integer"),
+    (dict(d=2.5), "d must be a positive integer, got 2.5"),
+    (dict(d=4, chunk_tokens=0), "chunk_tokens must be a positive integer"),
+    (dict(d=4, chunk_tokens=8.0), "chunk_tokens must be a positive integer"),
+    (dict(d=4, embedding_dim=0), "embedding_dim must be a positive integer or None"),
+    (dict(d=4, embedding_dim="3"), "embedding_dim must be a positive integer or None"),
+])
+def test_writer_settings_validated_before_anything_is_written(tmp_path, kw, match):
+  with pytest.raises(ValueError, match=match):
+    S.StoreWriter(tmp_path / "s", **kw)
+  assert os.listdir(tmp_path) == []

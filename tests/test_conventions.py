@@ -115,3 +115,14 @@ def test_dead_fraction_boundary_is_inclusive():
   """Dead = no firing for >= window tokens (SPEC 2.2)."""
   assert float(cv.dead_fraction(jnp.array([7, 8, 9, 0]), 8)) == 0.5
   assert float(cv.dead_fraction(jnp.array([7, 7]), 8)) == 0.0
+
+
+def test_input_scale_lopsided_batches():
+  """s^2 = total squared norm / number of tokens, with batches whose rows != columns."""
+  rng = np.random.default_rng(0)
+  xs = [rng.normal(size=(5, 2)), rng.normal(size=(1, 2)), rng.normal(size=(9, 2))]
+  allx = np.concatenate(xs)
+  want = math.sqrt((allx ** 2).sum() / 15)
+  assert cv.estimate_input_scale(xs) == pytest.approx(want, rel=1e-12)
+  with pytest.raises(ValueError, match="positive and finite"):
+    cv.estimate_input_scale([np.zeros((3, 2))])

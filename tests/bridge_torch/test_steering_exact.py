@@ -14,7 +14,7 @@ from bridge_torch import experiment, steering
 from bridge_torch import sae as tsae
 from bridge_torch.judges import Concept, Judge
 
-D, N = 6, 10
+D, N = 6, 16
 
 
 def _params(seed=0):
@@ -111,3 +111,15 @@ def test_experiment_clamps_at_scale_mult_times_sigma():
       assert seen[(unit, arm, "suppress")] == {(want_atoms[arm], -3.0 * sigma[unit])}
   assert hook.clamp is None
   assert {r["sigma"] for r in per_cluster if r["unit"] == 7} == {0.37}
+
+
+def test_alive_means_in_some_tokens_dense_top_12():
+  """One token with every unit active: exactly its 12 largest dense units are alive (SPEC 5)."""
+  p = _params(5)
+  p["b_enc"] = p["b_enc"] + 5.0                  # every unit's dense activation > 1e-3
+  sae = _sae(p)
+  x = np.random.default_rng(6).normal(size=(1, D)).astype(np.float32)
+  dense = np.maximum((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"], 0)[0]
+  assert (dense > 1e-3).all()
+  _, alive = steering.image_codes(sae, lambda a, b: x[a:b], np.array([0, 1]))
+  np.testing.assert_array_equal(np.flatnonzero(alive), np.sort(np.argsort(-dense)[:12]))

@@ -236,7 +236,7 @@ def main(argv):
         results = list(pool.map(test_one, mutants))
       counts = {"killed": 0, "survived": 0, "timeout": 0}
       survivors = []
-      for m, (status, secs) in results:
+      for m, (status, _secs) in results:
         counts[status] += 1
         if status == "survived":
           line = open(os.path.join(root, m.path)).read().split("\n")[m.line - 1].strip()

@@ -235,3 +235,12 @@ def test_config_errors():
     models.build_model(dict(name="cascade", d=8, levels=[dict(family="relu", n=4),
                                                           dict(family="relu", n=2)],
                             cascade=dict(alphas=[1.0, 2.0])))
+
+
+def test_decode_is_level_one_linear_decode():
+  """A cascade decodes Level-1 codes with Level 1's decoder: codes @ W_dec1 + b_dec1."""
+  model = build()
+  p0 = rand_params(4)
+  codes = np.abs(np.random.default_rng(5).normal(size=(6, N1)))
+  got = np.asarray(model.decode(to32(p0), jnp.asarray(codes, jnp.float32)), np.float64)
+  np.testing.assert_allclose(got, codes @ p0[0]["W_dec"] + p0[0]["b_dec"], rtol=1e-5, atol=1e-5)

@@ -123,3 +123,16 @@ def test_alive_means_in_some_tokens_dense_top_12():
   assert (dense > 1e-3).all()
   _, alive = steering.image_codes(sae, lambda a, b: x[a:b], np.array([0, 1]))
   np.testing.assert_array_equal(np.flatnonzero(alive), np.sort(np.argsort(-dense)[:12]))
+
+
+def test_defaults_top_10_images_and_no_cluster_of_orphans():
+  """concept_scale's default is the paper's top-10 images; atoms without a parent (-1) never form
+  a cluster, however many of them are alive."""
+  v = np.zeros((12, 3), np.float32)
+  v[:, 1] = 2.0 + np.arange(12)                 # image 11 ranks first; 0 and 1 are outside
+  want = float(np.mean(2.0 + np.arange(2, 12)))
+  assert steering.concept_scale(v, [1], 0.0) == pytest.approx(want, rel=1e-6)
+  parents = torch.tensor([-1, -1, -1, 0, 0])
+  ex = tsae.TorchExport({}, [], [parents])
+  got = steering.clusters(ex, np.ones(5, bool))
+  assert {k: w.tolist() for k, w in got.items()} == {0: [3, 4]}

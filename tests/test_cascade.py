@@ -244,3 +244,14 @@ def test_decode_is_level_one_linear_decode():
   codes = np.abs(np.random.default_rng(5).normal(size=(6, N1)))
   got = np.asarray(model.decode(to32(p0), jnp.asarray(codes, jnp.float32)), np.float64)
   np.testing.assert_allclose(got, codes @ p0[0]["W_dec"] + p0[0]["b_dec"], rtol=1e-5, atol=1e-5)
+
+
+def test_model_size_and_orphan_atoms():
+  """A cascade's n is Level 1's (it sets the default lr); an atom no Level-2 unit reads above
+  parent_min has parent -1."""
+  model = build()
+  assert model.n == N1
+  p0 = rand_params(6)
+  p0[1]["b_enc"] = p0[1]["b_enc"] - 100.0 * (np.arange(N2) >= 0)   # Level 2 reads nothing
+  (pm,) = model.parent_maps(to32(p0))
+  np.testing.assert_array_equal(np.asarray(pm), np.full(N1, -1))

@@ -386,3 +386,9 @@ def test_topk_b_dec_starts_at_the_geometric_median():
   gm = _weiszfeld64(pts)
   assert np.linalg.norm(gm - pts.mean(0)) > 2.0
   np.testing.assert_allclose(np.asarray(p["b_dec"], np.float64), gm, atol=2e-3)
+
+
+def test_dead_window_default_is_ten_million_tokens():
+  """SPEC 2.2: a latent is dead after 10M tokens without firing (the default)."""
+  for name in ("topk", "batchtopk", "relu"):
+    assert families.make_config(name, d=D, n=64).dead_tokens == 10_000_000

@@ -392,3 +392,9 @@ def test_dead_window_default_is_ten_million_tokens():
   """SPEC 2.2: a latent is dead after 10M tokens without firing (the default)."""
   for name in ("topk", "batchtopk", "relu"):
     assert families.make_config(name, d=D, n=64).dead_tokens == 10_000_000
+
+
+def test_stacked_default_loss_has_all_three_terms():
+  """SPEC 2.8: the default Stacked loss is the full path + Level 1 + Level 2 terms."""
+  cfg = families.make_config("stacked", d=D, n=64, k=4, n2=8, k2=2)
+  assert (cfg.use_full, cfg.use_level1, cfg.use_level2) == (True, True, True)

@@ -119,11 +119,14 @@ def test_two_steps_equal_float64_project_clip_adam_renormalise():
     assert np.abs(unprojected["W_dec"] - p["W_dec"]).max() > 1e-3
 
 
-def test_topk_loss_uses_the_annealed_k():
-  """While k anneals (d -> k over k_anneal_steps) the loss reconstructs from the annealed k codes."""
+@pytest.mark.parametrize("path", ["off", "on"])
+def test_topk_loss_uses_the_annealed_k(path):
+  """While k anneals (d -> k over k_anneal_steps) the loss reconstructs from the annealed k codes
+  (dense and sparse decode paths)."""
   d, n, k = 8, 16, 2
   model = models.build_model(dict(name="topk", d=d, options=dict(n=n, k=k, aux_k=None,
-                                                                    k_anneal_steps=10)))
+                                                                    k_anneal_steps=10,
+                                                                    sparse=path)))
   rng = np.random.default_rng(5)
   x = rng.normal(size=(12, d))
   params, state = model.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float32))

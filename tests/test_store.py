@@ -329,3 +329,46 @@ def test_writer_settings_validated_before_anything_is_written(tmp_path, kw, matc
   with pytest.raises(ValueError, match=match):
     S.StoreWriter(tmp_path / "s", **kw)
   assert os.listdir(tmp_path) == []
+
+
+def test_writer_resumed_from_a_finished_partial_closes_and_finalizes(tmp_path):
+  """Killed after the manifest was written but before the rename (mutation gap writer.py close:
+  `f is not None and not f.closed`): such a writer has no logs open; close() must not fail and must
+  release the lock, and a later resume renames the finished store into place unchanged."""
+  acts, offsets, labels, ids, emb = _data(6)
+  path = tmp_path / "s"
+  ref = S.ActivationStore.open(_stream(path, acts, offsets, labels, ids, emb))
+  sums = ref.manifest["checksums"]
+  partial = str(path) + S.PARTIAL_SUFFIX
+  os.rename(path, partial)                        # the state of a kill just before the rename
+  assert not os.path.exists(os.path.join(partial, S.PROGRESS))
+  w = S.StoreWriter(path, d=6, chunk_tokens=32, embedding_dim=4, resume=True)
+  assert w.done and w.resume_cursor == 0
+  w.close()                                       # the caller stops without finalizing
+  assert os.path.isdir(partial) and not os.path.exists(path)
+  w = S.StoreWriter(path, d=6, chunk_tokens=32, embedding_dim=4, resume=True)  # lock released
+  assert w.finalize() == str(path)
+  st = S.ActivationStore.open(path, verify=True)
+  assert st.manifest["checksums"] == sums and not os.path.exists(partial)
+  np.testing.assert_array_equal(st.read_tokens(0, st.num_tokens), acts)
+
+
+def test_progress_commits_a_boundary_that_ends_exactly_on_a_chunk(tmp_path):
+  """A batch ending exactly at a chunk boundary (32 tokens, chunk 32) is committed as soon as
+  that chunk is written (mutation gap writer.py _maybe_commit `<=`): progress.json records the
+  boundary and a resume starts after it, with no batch redone."""
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(32, 3)).astype(np.float32)
+  path = tmp_path / "s"
+  w = S.StoreWriter(path, d=3, chunk_tokens=32)
+  w.add_batch(x, [12, 20], [0, 1], ["a", "b"], cursor=2)     # 12 + 20 = 32 = one full chunk
+  w._drain()
+  w.close()
+  with open(os.path.join(str(path) + S.PARTIAL_SUFFIX, S.PROGRESS)) as f:
+    boundary = json.load(f)["boundary"]
+  assert boundary == {"images": 2, "tokens": 32, "cursor": 2, "skipped": 0}
+  w = S.StoreWriter(path, d=3, chunk_tokens=32, resume=True)
+  assert w.resume_cursor == 2 and w.num_images == 2 and w._buffered == 0
+  st = S.ActivationStore.open(w.finalize(), verify=True)
+  np.testing.assert_array_equal(st.read_tokens(0, 32), x)
+  assert st.image_ids == ["a", "b"] and list(st.token_offsets) == [0, 12, 32]

@@ -6,12 +6,15 @@ The named tests must first pass on the unmodified code. Each bug is then an exac
 replacement applied in a private copy of the repository (as tools/mutate.py does); the named test
 runs; the copy is restored. Prints CAUGHT / SURVIVED per bug
 and exits 1 if any survived or a replacement no longer matches the source (then update the list).
+GAPS are the six real mutation-testing survivors of docs/mutation.md, planted the same way
+(`--set=gaps` runs only those, `--set=bugs` only the 13 bugs).
 """
 import os
 import shutil
 import tempfile
 
 from absl import app
+from absl import flags
 
 from tools import mutate
 
@@ -64,18 +67,41 @@ BUGS = [
      "tests/families/test_families.py::test_topk_b_dec_starts_at_the_geometric_median"),
 ]
 
+ST, EV = "tests/test_store.py::", "tests/evaluation/"
+GAPS = [
+    ("csae_jax/store/writer.py", "if f is not None and not f.closed:",
+     "if f is not None or not f.closed:",
+     ST + "test_writer_resumed_from_a_finished_partial_closes_and_finalizes"),
+    ("csae_jax/store/writer.py", 'self._boundaries[0]["tokens"] <= self._written_tokens',
+     'self._boundaries[0]["tokens"] < self._written_tokens',
+     ST + "test_progress_commits_a_boundary_that_ends_exactly_on_a_chunk"),
+    ("csae_jax/evaluation/experiments.py", "Model(lv1.family, lv1.cfg), p[0], s[0]",
+     "Model(lv1.family, lv1.cfg), p[1], s[1]",
+     EV + "test_experiments.py::test_posthoc_clustering_of_a_csae_reads_its_level_one_parameters"),
+    ("csae_jax/evaluation/report.py", "if not any(m != o and summaries[m]",
+     "if not any(m == o and summaries[m]",
+     EV + "test_report.py::test_an_ablation_sharing_a_methods_summary_is_listed_once"),
+    ("csae_jax/evaluation/subjects.py", "(vals.min(-1) > 0)", "(vals.min(-1) > 1)",
+     EV + "test_codes.py::test_batch_topk_codes_overflow_of_a_row_with_values_below_one"),
+    ("csae_jax/families/pannealing.py", "(mean_spn > 0)", "(mean_spn > -1)",
+     "tests/families/test_families.py::test_pannealing_keeps_c_when_the_next_p_history_is_all_zero"),
+]
+_SET = flags.DEFINE_enum("set", "all", ["all", "bugs", "gaps"],
+                         "bugs: the 13 planted bugs; gaps: the mutation-testing gaps; all: both")
+
 
 def main(argv):
   del argv
+  plants = {"all": BUGS + GAPS, "bugs": BUGS, "gaps": GAPS}[_SET.value]
   work = tempfile.mkdtemp(prefix="csae-planted-")
   bad = 0
   try:
     repo = mutate.copy_repo(os.getcwd(), os.path.join(work, "repo"))
-    clean, _ = mutate.run_tests(repo, sorted({b[3] for b in BUGS}), 1800)
+    clean, _ = mutate.run_tests(repo, sorted({b[3] for b in plants}), 1800)
     if clean != "survived":                # a failure must come from the bug, not the suite
       print(f"the tests do not pass on the unmodified code ({clean}); nothing planted")
       return 1
-    for path, old, new, test in BUGS:
+    for path, old, new, test in plants:
       target = os.path.join(repo, path)
       src = open(target).read()
       if src.count(old) != 1:
@@ -95,7 +121,7 @@ def main(argv):
             f"{new.strip()[:50]!r}  [{test}]", flush=True)
   finally:
     shutil.rmtree(work, ignore_errors=True)
-  print(f"{len(BUGS) - bad} of {len(BUGS)} planted bugs caught")
+  print(f"{len(plants) - bad} of {len(plants)} planted bugs caught")
   return 1 if bad else 0
 
 

@@ -167,3 +167,18 @@ def test_batch_topk_codes_fast_path_and_fallback_are_exact(dominant):
   want[keep] = z.reshape(-1)[keep]
   np.testing.assert_array_equal(got, want.reshape(z.shape))
   assert (got[2] > 0).sum() == (15 if dominant else (got[2] > 0).sum())
+
+
+def test_batch_topk_codes_overflow_of_a_row_with_values_below_one():
+  """A row whose candidates are all kept may own more top entries than it offers, whatever the
+  size of its values (mutation gap subjects.batch_topk_codes `vals.min(-1) > 0`): here row 0's
+  values lie in (0, 1) and it owns all k * rows = 6 of the top entries, 3 more than its 3
+  candidates. Hand answer: row 0's six largest, 0.9 .. 0.4; nothing elsewhere."""
+  z = np.full((3, 8), 0.01, np.float32)
+  z[0] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+  z[1, :3] = [0.05, 0.04, 0.03]
+  valid = np.ones(3, bool)
+  got = np.asarray(subjects.batch_topk_codes(z, 2, valid, 3))
+  want = np.zeros_like(z)
+  want[0, :6] = z[0, :6]
+  np.testing.assert_array_equal(got, want)

@@ -133,3 +133,36 @@ def test_runner_writes_eval_scalars_next_to_the_training_curves(experiment):
   assert csae["eval/recovery/mean_best_child_cos"] == [(steps, pytest.approx(rec, rel=1e-6))]
   flat, _ = read_events(os.path.join(wd, "runs", "batchtopk_l1", "tensorboard"))
   assert "l1/fvu" in flat and "eval/hms_mean" in flat and "eval/hac/hms_mean" in flat
+
+
+def test_posthoc_clustering_of_a_csae_reads_its_level_one_parameters():
+  """HAC / spectral on the CSAE cluster the CSAE's Level-1 atoms: the Subject is a flat SAE with
+  Level 1's parameters (mutation gap experiments._subject `p[0], s[0]`), checked against a NumPy
+  ReLU encoder of Level 1."""
+  import types
+
+  import jax
+  import ml_collections
+
+  from csae_jax.models import build_model
+  d, n1, n2 = 6, 12, 4
+  m = build_model({"name": "cascade", "d": d, "levels": [
+      {"family": "relu", "n": n1}, {"family": "relu", "n": n2}]})
+  rng = np.random.default_rng(3)
+  p, s = m.init(jax.random.PRNGKey(3), rng.normal(size=(8, d)).astype(np.float32))
+  p = jax.tree_util.tree_map(np.asarray, p)
+  p[0]["b_enc"] = (0.3 * rng.normal(size=n1)).astype(np.float32)
+  run = types.SimpleNamespace(model=m, raw_params=lambda: (p, s))
+  config = ml_collections.ConfigDict({"posthoc_source": "csae", "eval": {
+      "encoding": "batch", "coact_source": "dense", "matryoshka_groups": (0, 1)}})
+  for method in ("hac", "spectral"):
+    subj, posthoc = experiments._subject(config, method, {"csae_full": run})
+    assert posthoc == method and subj.kind == "flat" and subj.n1 == n1
+    np.testing.assert_array_equal(subj.atoms1, p[0]["W_dec"])
+    x = rng.normal(size=(5, d)).astype(np.float32)
+    codes, _, xhat = subj.level1(x, np.ones(5, bool))
+    x64 = x.astype(np.float64)
+    want = np.maximum((x64 - p[0]["b_dec"]) @ p[0]["W_enc"] + p[0]["b_enc"], 0.0)
+    np.testing.assert_allclose(np.asarray(codes), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(xhat), want @ p[0]["W_dec"] + p[0]["b_dec"],
+                               rtol=1e-5, atol=1e-5)

@@ -258,6 +258,24 @@ def test_pannealing_rescales_c_at_each_change(x):
   assert np.isclose(float(out.state["c"]), 0.7)                  # no change, no rescale
 
 
+def test_pannealing_keeps_c_when_the_next_p_history_is_all_zero(x):
+  """Batches with no active code leave S_p = S_p_next = 0 in the history: at the next change of
+  p the ratio is undefined and c is kept (ratio 1), not divided by the 1e-30 guard (mutation gap
+  pannealing.loss `mean_spn > 0`). Hand value: c stays 0.7 and the loss uses it."""
+  cfg = families.make_config("pannealing", d=D, n=N, l1_coef=0.3, anneal_start=100,
+                             total_steps=1100, history=4)
+  p0 = random_params("pannealing", cfg)
+  st = dict(pannealing.init_state(cfg), p_index=jnp.int32(5), c=jnp.float32(0.7),
+            hist_count=jnp.int32(3))           # three batches recorded, all of them zero
+  _, _, out = jax_loss_grad("pannealing", p0, st, x, cfg, 650)   # index 6: a change
+  assert float(out.state["c"]) == pytest.approx(0.7, rel=1e-7)
+  assert float(out.metrics["c"]) == pytest.approx(0.7, rel=1e-7)
+  f = R.relu(R.preact(p0, x))
+  want = R.recon(x, f @ p0["W_dec"] + p0["b_dec"]) + 0.7 * np.mean(np.sum(
+      np.where(f > 0, np.abs(f) ** 0.52, 0.0), -1))
+  assert float(out.metrics["loss"]) == pytest.approx(want, rel=1e-5)
+
+
 def test_pannealing_finite_at_exact_zeros():
   cfg = families.make_config("pannealing", d=D, n=N, anneal_start=0, total_steps=100)
   p = families.pannealing.init(jax.random.PRNGKey(0), cfg)

@@ -8,18 +8,13 @@ thresholds, and the project's CSAE defaults, coupling "ratio"); sizes n1 192, n2
 Score your own data: --config.datasets=DIR1,DIR2 (each with data.npz and truth.npz).
 Table and figures: docs/hierarchy_quality.md.
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from configs import experiments_planted
 
 
 def _planted_experiment():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments_planted.py")
-  spec = importlib.util.spec_from_file_location("experiments_planted", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return experiments_planted.get_config()
 
 
 def get_config():

@@ -7,19 +7,14 @@ Stores of one block's output (tokens = spatial positions, d = channels) are buil
 scikit-image's photos and procedural scenes under <workdir>/data; reference embeddings for HMS are
 EfficientNet's own pooled features. Tables: <workdir>/tables (fidelity.md beside table1_2.md).
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from configs import experiments_planted
 
 
 def _planted_config():
   """The planted grid's small-run family settings (thresholds from step 50, penalties)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments_planted.py")
-  spec = importlib.util.spec_from_file_location("experiments_planted", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return experiments_planted.get_config()
 
 
 def get_config():

@@ -70,18 +70,19 @@ def _fsync_dir(path: Path) -> None:
     os.close(fd)
 
 
-def write_atomic(path, write: Callable[[IO], Any], *, binary: bool = False,
-                 make_parents: bool = True) -> Path:
-  """Calls write(f) on a temp file beside `path`, then renames it to `path`."""
+def _replace_atomic(path, write_file: Callable[[str], Any], make_parents: bool) -> Path:
+  """write_file(tmp) on a temp name beside `path`; then mode, rename, directory fsync.
+
+  On any error the temp file is removed and nothing at `path` changes; a full disk becomes
+  DiskFullError naming the file.
+  """
   path = Path(path)
   if make_parents:
     path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.close(fd)
   try:
-    with os.fdopen(fd, "wb" if binary else "w") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
+    write_file(tmp)
     os.chmod(tmp, file_mode())
     os.replace(tmp, path)
   except BaseException as e:
@@ -93,6 +94,17 @@ def write_atomic(path, write: Callable[[IO], Any], *, binary: bool = False,
     raise
   _fsync_dir(path.parent)
   return path
+
+
+def write_atomic(path, write: Callable[[IO], Any], *, binary: bool = False,
+                 make_parents: bool = True) -> Path:
+  """Calls write(f) on a temp file beside `path`, then renames it to `path`."""
+  def write_file(tmp):
+    with open(tmp, "wb" if binary else "w") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+  return _replace_atomic(path, write_file, make_parents)
 
 
 def write_text_atomic(path, text: str) -> Path:
@@ -120,24 +132,11 @@ def write_lines_atomic(path, records) -> Path:
 
 def write_with_path_atomic(path, write: Callable[[str], Any]) -> Path:
   """For writers that take a file name (matplotlib, safetensors): write(tmp_name), then rename."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  os.close(fd)
-  try:
+  def write_file(tmp):
     write(tmp)
     with open(tmp, "rb") as f:
       os.fsync(f.fileno())
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    if is_disk_full(e) and not isinstance(e, DiskFullError):
-      raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path}; "
-                          "nothing was changed") from e
-    raise
-  return path
+  return _replace_atomic(path, write_file, True)
 
 
 def make_temp_dir(beside: Path, tag: str = "tmp") -> Path:

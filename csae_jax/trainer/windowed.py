@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from csae_jax.trainer.data import FeistelPermutation
+from csae_jax.trainer.data import StoreSource
 
 
 def _keys(seed: int, *words: int) -> np.ndarray:
@@ -117,7 +118,7 @@ class WindowRule:
     return sorted(set(zip(epoch.tolist(), window.tolist())))
 
 
-class WindowedStoreSource:
+class WindowedStoreSource(StoreSource):
   """Rows of a store read chunk by chunk into a small cache, the next window read ahead.
 
   `read_rows` accepts any indices (it reads whatever chunks they need), so it is exact under any
@@ -126,7 +127,7 @@ class WindowedStoreSource:
   """
 
   def __init__(self, store, window_chunks: int, description: str, read_ahead: bool = True):
-    self.store, self.description = store, description
+    super().__init__(store, description)
     self.chunk_tokens = int(store.chunk_tokens)
     self.window_chunks = max(1, min(int(window_chunks), int(store.num_chunks)))
     self.read_ahead = read_ahead
@@ -138,14 +139,6 @@ class WindowedStoreSource:
     self._ahead: threading.Thread | None = None
     self._ahead_error: BaseException | None = None
     self.chunks_read = 0
-
-  @property
-  def d(self) -> int:
-    return int(self.store.d)
-
-  @property
-  def num_tokens(self) -> int:
-    return int(self.store.num_tokens)
 
   def make_rule(self, batch_size: int, seed: int, attach: bool = True) -> WindowRule:
     """The chunk-window rule over this store; `attach` makes it drive the read-ahead."""
@@ -208,9 +201,6 @@ class WindowedStoreSource:
       sel = chunk_of == c
       out[sel] = self._load_chunk(int(c))[indices[sel] - c * self.chunk_tokens]
     return out
-
-  def all_tokens(self) -> np.ndarray:
-    return np.asarray(self.store.read_tokens(0, self.num_tokens), np.float32)
 
 
 def window_chunks_for(store, window_bytes: int) -> int:

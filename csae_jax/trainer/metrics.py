@@ -149,10 +149,14 @@ class _LibraryInfoFilter(logging_std.Filter):
   """Drops INFO records from orbax/jax/tensorstore internals; warnings and errors still pass."""
 
   NOISY = ("/orbax/", "/jax/_src/", "/tensorstore/", "/etils/")
+  # asyncio reports Orbax's failed writer tasks once more when they are collected ("Task
+  # exception was never retrieved"): on a full disk that is the same error again.
+  DISK_FULL_ECHOES = NOISY + ("/asyncio/",)
 
   def filter(self, record):
     noisy = any(part in record.pathname for part in self.NOISY)
-    if noisy and (fileio.is_disk_full(Exception(record.getMessage()))
+    echo = any(part in record.pathname for part in self.DISK_FULL_ECHOES)
+    if echo and (fileio.is_disk_full(Exception(record.getMessage()))
                   or (record.exc_info and fileio.is_disk_full(record.exc_info[1]))):
       return False   # Orbax logs each failed writer thread's traceback; the trainer says it once
     if record.levelno >= logging_std.WARNING:

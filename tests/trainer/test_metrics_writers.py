@@ -29,3 +29,21 @@ def test_writer_drops_lines_after_the_resumed_step(tmp_path):
   got = [json.loads(l) for l in path.read_text().splitlines()]
   assert [r["step"] for r in got] == [10, 20, 30]
   assert got[-1]["loss"] == "nan" and got[-1]["fvu"] == 0.5
+
+
+def test_disk_full_echoes_of_library_writer_tasks_are_dropped_once_reported():
+  """Orbax's failed writer tasks reach the log again through asyncio ('Task exception was never
+  retrieved'); on a full disk the trainer already said it in one line, so those are dropped."""
+  import logging as logging_std
+
+  from csae_jax.trainer import metrics as metrics_lib
+
+  def record(path, msg, level=logging_std.ERROR):
+    return logging_std.LogRecord("asyncio", level, path, 1, msg, None, None)
+
+  flt = metrics_lib._LibraryInfoFilter()
+  full = ("Task exception was never retrieved\nfuture: <Task exception=ValueError('Failed to "
+          "write 4105 bytes to file 15: No space left on device [os_error_code=28]')>")
+  assert not flt.filter(record("/usr/lib/python3.11/asyncio/base_events.py", full))
+  assert flt.filter(record("/usr/lib/python3.11/asyncio/base_events.py", "some other failure"))
+  assert flt.filter(record("/work/csae_jax/trainer/loop.py", full))   # our own lines stay

@@ -63,6 +63,8 @@ def _main(argv):
     config.distributed.process_id = _PROCESS_ID.value
   multihost.initialize_from_config(config)
   common.announce_jax("train")
+  from csae_jax.trainer import checkpoint as ckpt_lib
+  ckpt_lib.silence_library_echoes()   # a failed async save must read as one line (issue 10)
   result = trainer.train(config, _WORKDIR.value)
   logging.info("done: step %d, %.0f tokens/s, checkpoints %s", result.step, result.tokens_per_s,
                result.checkpoint_steps)

@@ -129,6 +129,44 @@ def wait(mngr: ocp.CheckpointManager) -> None:
     mngr.wait_until_finished()
 
 
+def _is_echo(exc) -> bool:
+  """An error Orbax's or tensorstore's writer threads raise again after a failed save."""
+  return fileio.is_disk_full(exc) or (isinstance(exc, RuntimeError)
+                                      and "Event loop is closed" in str(exc))
+
+
+def silence_library_echoes() -> None:
+  """Drop the echoes of a failed asynchronous save from library threads and callbacks.
+
+  Installed by launch.train at start and by the disk-full path. Orbax's asyncio writer tasks and
+  tensorstore's callbacks fail again after a save was abandoned ("Event loop is closed", the same ENOSPC) and print tracebacks through
+  sys.excepthook, threading.excepthook or sys.unraisablehook, burying the one line that says
+  what to do. Other exceptions still reach the previous hooks.
+  """
+  import sys
+  import threading
+  if getattr(sys.excepthook, "_csae_echo_filter", False):
+    return
+  prev_sys, prev_thread, prev_unraisable = sys.excepthook, threading.excepthook, \
+      sys.unraisablehook
+
+  def sys_hook(kind, exc, tb):
+    if not _is_echo(exc):
+      prev_sys(kind, exc, tb)
+
+  def thread_hook(args):
+    if not _is_echo(args.exc_value):
+      prev_thread(args)
+
+  def unraisable_hook(args):
+    if not _is_echo(args.exc_value):
+      prev_unraisable(args)
+
+  sys_hook._csae_echo_filter = True
+  sys.excepthook, threading.excepthook, sys.unraisablehook = sys_hook, thread_hook, \
+      unraisable_hook
+
+
 @contextlib.contextmanager
 def _disk_full_is_one_error(mngr, step):
   try:
@@ -140,6 +178,7 @@ def _disk_full_is_one_error(mngr, step):
     for tmp in root.glob("*.orbax-checkpoint-tmp*"):   # the unfinished step: no litter
       shutil.rmtree(tmp, ignore_errors=True)
     kept = [s for s in mngr.all_steps() if (root / str(s)).is_dir()]
+    silence_library_echoes()
     raise fileio.DiskFullError(
         28, f"no space left on the device while writing a checkpoint in {root}; the unfinished "
         f"checkpoint was removed, the complete ones ({kept or 'none'}) are intact. Free space "

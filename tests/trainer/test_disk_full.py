@@ -66,3 +66,28 @@ def test_atomic_write_on_a_full_disk_leaves_nothing(tmp_path):
 def test_tensorstore_style_messages_count_as_disk_full():
   assert fileio.is_disk_full(ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']"))
   assert not fileio.is_disk_full(ValueError("RESOURCE_EXHAUSTED: out of memory"))
+
+
+def test_echoes_of_a_full_disk_are_silenced_and_other_errors_still_print(capsys, monkeypatch):
+  """After the one DiskFullError line, library threads' 'Event loop is closed' / ENOSPC
+  tracebacks are dropped; any other exception still reaches the original hooks."""
+  import sys
+  import threading
+
+  from csae_jax.trainer import checkpoint as ckpt_lib
+  seen = []
+  monkeypatch.setattr(sys, "excepthook", lambda k, e, tb: seen.append(("sys", str(e))))
+  monkeypatch.setattr(threading, "excepthook", lambda a: seen.append(("thread", str(a.exc_value))))
+  monkeypatch.setattr(sys, "unraisablehook", lambda a: seen.append(("unraisable", str(a.exc_value))))
+  ckpt_lib.silence_library_echoes()
+  sys.excepthook(RuntimeError, RuntimeError("Event loop is closed"), None)
+  sys.excepthook(OSError, OSError(errno.ENOSPC, "No space left on device"), None)
+  sys.excepthook(ValueError, ValueError("a real bug"), None)
+
+  class Args:
+    exc_value = RuntimeError("Event loop is closed")
+  threading.excepthook(Args)
+  Args.exc_value = KeyError("other")
+  threading.excepthook(Args)
+  sys.unraisablehook(Args)
+  assert seen == [("sys", "a real bug"), ("thread", "'other'"), ("unraisable", "'other'")]

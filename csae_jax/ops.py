@@ -23,13 +23,8 @@ def _nonneg_bits(z: jax.Array, valid: jax.Array | None) -> jax.Array:
   return bits
 
 
-def _kth_largest_bits(bits: jax.Array, k: jax.Array, axis) -> jax.Array:
-  """Largest t with count(bits >= t) >= k along `axis` (keepdims); 0 when fewer than k valid."""
-  shape = list(bits.shape)
-  if axis is None:
-    shape = [1] * bits.ndim
-  else:
-    shape[axis] = 1
+def _bisect_bits(count_ge, shape, k) -> jax.Array:
+  """Largest t in [0, +inf bits] with count_ge(t) >= k: 31 counting passes (exact, no sort)."""
   lo = jnp.zeros(shape, jnp.int32)
   hi = jnp.full(shape, _INF_BITS + 1, jnp.int32)
   k = jnp.asarray(k, jnp.int32)
@@ -37,11 +32,27 @@ def _kth_largest_bits(bits: jax.Array, k: jax.Array, axis) -> jax.Array:
   def body(_, carry):
     lo, hi = carry
     mid = lo + (hi - lo) // 2
-    ok = jnp.sum(bits >= mid, axis=axis, keepdims=True, dtype=jnp.int32) >= k
+    ok = count_ge(mid) >= k
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
   lo, _ = lax.fori_loop(0, 31, body, (lo, hi))
   return lo
+
+
+def _kth_largest_bits(bits: jax.Array, k: jax.Array, axis) -> jax.Array:
+  """Largest t with count(bits >= t) >= k along `axis` (keepdims); 0 when fewer than k valid."""
+  shape = list(bits.shape)
+  if axis is None:
+    shape = [1] * bits.ndim
+  else:
+    shape[axis] = 1
+  return _bisect_bits(
+      lambda t: jnp.sum(bits >= t, axis=axis, keepdims=True, dtype=jnp.int32), shape, k)
+
+
+def kth_largest_bits_union(parts, k) -> jax.Array:
+  """Scalar largest t with count(bits >= t) >= k over several int32 bit-pattern arrays."""
+  return _bisect_bits(lambda t: sum(jnp.sum(p >= t, dtype=jnp.int32) for p in parts), (), k)
 
 
 def _select(bits: jax.Array, t: jax.Array, k, axis) -> jax.Array:

@@ -68,11 +68,15 @@ def preact(params, x, compute_dtype=jnp.float32):
 
 
 # ----------------------------------------------------------------------------- selection
-def _row_candidates(z, c: int, row_mask):
+def _masked_relu(z, row_mask):
   zz = jnp.maximum(z, 0.0)
   if row_mask is not None:
     zz = jnp.where(row_mask[:, None], zz, -1.0)   # negative bits: never counted, never kept
-  return lax.top_k(zz, c)
+  return zz
+
+
+def _row_candidates(z, c: int, row_mask):
+  return lax.top_k(_masked_relu(z, row_mask), c)
 
 
 def select_rows(z, k, c: int, row_mask=None):
@@ -86,23 +90,6 @@ def select_rows(z, k, c: int, row_mask=None):
 # Rows whose smallest candidate reaches the candidates' threshold may hold more winners: up to
 # SUSPECT_ELEMENTS / n of them are re-ranked in full (about 2M scores per bisection pass).
 SUSPECT_ELEMENTS = 1 << 21
-
-
-def _count_ge(parts, t):
-  return sum(jnp.sum(p >= t, dtype=jnp.int32) for p in parts)
-
-
-def _kth_largest_union(parts, k_total):
-  """Largest bit pattern t with count(bits >= t) >= k_total over several int32 arrays."""
-  lo, hi = jnp.int32(0), jnp.int32(ops._INF_BITS + 1)  # pylint: disable=protected-access
-
-  def body(_, carry):
-    lo, hi = carry
-    mid = lo + (hi - lo) // 2
-    ok = _count_ge(parts, mid) >= k_total
-    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
-  return lax.fori_loop(0, 31, body, (lo, hi))[0]
 
 
 def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
@@ -120,7 +107,7 @@ def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
   n_rows = b if row_mask is None else jnp.sum(row_mask, dtype=jnp.int32)
   k_total = jnp.asarray(n_rows * k, jnp.int32)
   bits = lax.bitcast_convert_type(vals, jnp.int32)
-  t_c = _kth_largest_union([bits], k_total)
+  t_c = ops.kth_largest_bits_union([bits], k_total)
   suspect = (lax.bitcast_convert_type(vals.min(-1), jnp.int32) >= t_c) & (c < n)
   r = max(1, min(b, SUSPECT_ELEMENTS // n)) if c < n else 1
   n_suspect = jnp.sum(suspect, dtype=jnp.int32)
@@ -140,13 +127,11 @@ def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
 
   def with_suspects():
     sus_rows = jnp.nonzero(suspect, size=r, fill_value=0)[0].astype(jnp.int32)
-    zz = jnp.maximum(z, 0.0)
-    if row_mask is not None:
-      zz = jnp.where(row_mask[:, None], zz, -1.0)
-    full = lax.bitcast_convert_type(jnp.take(zz, sus_rows, axis=0), jnp.int32)
+    full = lax.bitcast_convert_type(jnp.take(_masked_relu(z, row_mask), sus_rows, axis=0),
+                                    jnp.int32)
     full = jnp.where((jnp.arange(r) < n_suspect)[:, None], full, -1)
     cand = jnp.where(suspect[:, None], -1, bits)
-    t = _kth_largest_union([cand, full], k_total)
+    t = ops.kth_largest_bits_union([cand, full], k_total)
     keep = jnp.concatenate([(cand >= t).reshape(-1), (full >= t).reshape(-1)])
     rows_of = jnp.concatenate([cand_rows, jnp.repeat(sus_rows, n)])
     cols_of = jnp.concatenate([cand_cols, jnp.tile(jnp.arange(n, dtype=jnp.int32), r)])

@@ -38,6 +38,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from csae_jax import compaction
 from csae_jax import sparse
 from csae_jax import step as step_lib
 from csae_jax.models import build_model
@@ -118,8 +119,9 @@ def floor_fn(n_live: int):
 
 def selection_fn(n_live: int):
   """The Level-2 batch top-k alone, as the step runs it: sparse.select_batch over the compacted
-  (capacity x n2) scores with n_live valid rows."""
-  cap = _K1.value * _B.value
+  (capacity x n2) scores with n_live valid rows, capacity = the bucket that the step picks."""
+  bound = _K1.value * _B.value
+  cap = min([c for c in compaction.buckets(bound, _N1.value) if c >= n_live] or [bound])
   z = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(2), (cap, _N2.value)))
   valid = jnp.arange(cap) < n_live
   c = max(sparse.ROW_CAP_MIN, sparse.ROW_CAP_FACTOR * _K2.value)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from csae_jax import codes as codes_lib
 from csae_jax import compaction as compaction_lib
 from csae_jax import conventions as cv
 from csae_jax import coupling as coupling_lib
@@ -145,10 +146,7 @@ def level_inputs(atoms, mode: str):
 
 def live_mask(codes, row_mask, eps: float):
   """Columns active (> eps) on at least one (masked) row."""
-  active = codes > eps
-  if row_mask is not None:
-    active = active & row_mask[:, None]
-  return jnp.any(active, axis=0)
+  return codes_lib.active(codes, row_mask, eps)
 
 
 def reinit_level_biases(params, cfg: Config, step):
@@ -216,7 +214,7 @@ def loss(params, state, x, cfg: Config, *, step=None, row_mask=None, target=None
   params, inputs = coupling_lib.split_decoders(params, cfg, probes)
   l1, out = _fam(cfg, 0).loss(params[0], state[0], x, cfg.levels[0].cfg, step=step,
                               row_mask=row_mask, target=target)
-  live = live_mask(out.codes, row_mask, cfg.live_eps)
+  live = codes_lib.live_of(out, row_mask, cfg.live_eps)
   upper, metrics, states = upper_levels(params, state, live, cfg, step=step, inputs=inputs,
                                         batch_rows=x.shape[0])
   metrics.update({f"l1/{k}": v for k, v in out.metrics.items()})

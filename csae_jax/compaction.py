@@ -6,19 +6,24 @@ families), and in the release's run that is 6144 of 20000. Here the live atoms a
 index order, into a buffer of static capacity, the level runs on the buffer with a row mask for
 the padding, and autodiff scatters the gradients back (the transpose of the gather).
 
-Capacities: buckets bound, 2 bound, 4 bound, ... below n, and the masked computation itself as
-the last bucket; lax.switch picks the smallest that holds this step's live count. While k anneals
+Capacities: buckets bound, 2 bound, 4 bound, ... below n (and 1/2, 5/8, 3/4, 7/8 of a bound
+of at least FINE_MIN_BOUND rows), and the masked computation itself as the last bucket; lax.switch picks the smallest that holds this step's live count. While k anneals
 down from d the live count moves through the buckets; every bucket is compiled once with the step
 (no recompilation at run time), and a count above every bucket is still exact (masked branch).
 Gathering in index order keeps the BatchTopK position tie-break of the masked computation.
 """
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
+from csae_jax import codes as codes_lib
 from csae_jax import sparse
 
 COMPACTION_MODES = ("auto", "off")
 BUCKET_GROWTH = 2
+FINE_FRACTIONS = (1 / 2, 5 / 8, 3 / 4, 7 / 8)   # extra buckets below a large bound
+FINE_MIN_BOUND = 1024
 ALIGN = 8          # capacities are multiples of 8, so the buffer splits over 8-device meshes
 
 
@@ -30,14 +35,23 @@ def live_bound(level_cfg, rows: int) -> int:
   return min(level_cfg.n, k * rows)
 
 
+def _align(c: float) -> int:
+  return -(-int(math.ceil(c)) // ALIGN) * ALIGN
+
+
 def buckets(bound: int, n: int) -> tuple[int, ...]:
-  """Static capacities strictly below n, from `bound` up by BUCKET_GROWTH."""
-  caps = []
-  c = -(-max(bound, 1) // ALIGN) * ALIGN
+  """Static capacities strictly below n: `bound` and its doublings; for bounds of at least
+  FINE_MIN_BOUND (and below n) also FINE_FRACTIONS of it, since a trained level's live count sits well below its
+  bound (3000-5000 of 6144 in the release's run) and the level's encoder matmul scales with the
+  capacity it runs on."""
+  caps = set()
+  if FINE_MIN_BOUND <= bound < n:
+    caps.update(_align(bound * f) for f in FINE_FRACTIONS)
+  c = _align(max(bound, 1))
   while c < n:
-    caps.append(c)
+    caps.add(c)
     c *= BUCKET_GROWTH
-  return tuple(caps)
+  return tuple(sorted(x for x in caps if x < n))
 
 
 def level_buckets(level_cfgs, batch_rows: int) -> list[tuple[int, ...]]:
@@ -50,9 +64,6 @@ def level_buckets(level_cfgs, batch_rows: int) -> list[tuple[int, ...]]:
   return out
 
 
-def _live(codes, row_mask, eps):
-  active = (codes > eps) & row_mask[:, None]
-  return jnp.any(active, axis=0)
 
 
 def run_level(fam, params, state, x_in, target, mask, cfg, *, step, caps, eps):
@@ -64,7 +75,7 @@ def run_level(fam, params, state, x_in, target, mask, cfg, *, step, caps, eps):
   """
   def masked(p, a, t):
     loss, out = fam.loss(p, state, a, cfg, step=step, row_mask=mask, target=t)
-    return loss, (out.metrics, out.state, _live(out.codes, mask, eps))
+    return loss, (out.metrics, out.state, codes_lib.live_of(out, mask, eps))
 
   if not caps:
     loss, (metrics, new_state, live) = masked(params, x_in, target)
@@ -79,7 +90,7 @@ def run_level(fam, params, state, x_in, target, mask, cfg, *, step, caps, eps):
       xb = jnp.take(a, idx, axis=0)
       tb = xb if same else jnp.take(t, idx, axis=0)
       loss, out = fam.loss(p, state, xb, cfg, step=step, row_mask=valid, target=tb)
-      return loss, (out.metrics, out.state, _live(out.codes, valid, eps))
+      return loss, (out.metrics, out.state, codes_lib.live_of(out, valid, eps))
     return branch
 
   index = jnp.sum(n_live > jnp.asarray(caps, jnp.int32)).astype(jnp.int32)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from csae_jax import codes as codes_lib
 from csae_jax import optim
 
 EPS_NORM = 1e-8
@@ -196,20 +197,20 @@ def recon_metrics(target, xhat, codes, row_mask=None) -> dict[str, jax.Array]:
   resid = (m * sq_err(target, xhat)).sum()
   total = (m * jnp.sum(jnp.square(target - mean), -1)).sum()
   fvu = resid / jnp.maximum(total, 1e-12)
-  l0 = (m * jnp.sum(codes > 0, axis=-1).astype(target.dtype)).sum() / nrows
+  l0 = codes_lib.l0_sum(codes, m) / nrows
   return {"fvu": fvu, "explained_variance": 1.0 - fvu, "l0": l0}
 
 
 def update_fired(tokens_since_fired: jax.Array, codes: jax.Array, row_mask=None,
                  cap: int = 2 ** 30) -> jax.Array:
-  """Counter of tokens since each latent last fired; reset to 0 where it fired in this batch."""
-  active = codes > 0
+  """Counter of tokens since each latent last fired; reset to 0 where it fired in this batch.
+
+  codes: dense (B, n) or csae_jax.codes.Entries."""
   if row_mask is None:
     ntok = codes.shape[0]
   else:
-    active = active & row_mask[:, None]
     ntok = jnp.sum(row_mask, dtype=jnp.int32)
-  fired = jnp.any(active, axis=0)
+  fired = codes_lib.active(codes, row_mask)
   return jnp.where(fired, 0, jnp.minimum(tokens_since_fired + ntok, cap)).astype(jnp.int32)
 
 

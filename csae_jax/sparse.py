@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from csae_jax import codes as codes_lib
 from csae_jax import ops
 
 sg = lax.stop_gradient
@@ -187,11 +188,6 @@ def decode_prefixes(params, rows, cols, vals, num_rows: int, group_sizes):
   return jnp.cumsum(parts, axis=0) + params["b_dec"]
 
 
-def dense_codes(rows, cols, vals, shape):
-  """(B, n) codes for metrics, dead counters and the cascade's live mask (no gradient)."""
-  return jnp.zeros(shape, jnp.float32).at[rows, cols].add(sg(vals))
-
-
 # ----------------------------------------------------------------------------- gradient inside
 @jax.custom_jvp
 def attach_grads(value, args, grads):
@@ -238,7 +234,8 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
 
   dense(params, x, target) -> (loss, LossOutput), the family's dense computation;
   from_entries(params, x, target, codes, (rows, cols, vals)) -> (loss, LossOutput) from the
-  winners' entries (values carry the gradient; codes are the (B, n) codes without gradient).
+  winners' entries (values carry the gradient; codes are the same entries as a
+  csae_jax.codes.Entries without gradient).
   """
   c = candidates(cfg, per_row)
   capacity = x.shape[0] * cfg.k      # winners at the target k; more (annealing) -> dense
@@ -248,6 +245,7 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
 
   def sparse_loss(p, xx, t):
     vals = entry_values(p, xx, rows, cols, valid)
-    return from_entries(p, xx, t, dense_codes(rows, cols, vals, z.shape), (rows, cols, vals))
+    codes = codes_lib.Entries(rows, cols, sg(vals), valid, z.shape)
+    return from_entries(p, xx, t, codes, (rows, cols, vals))
 
   return branch_loss(fits, [dense, sparse_loss], params, x, target)

@@ -62,12 +62,15 @@ def test_compacted_level_equals_masked(case, family):
 
 
 def test_buckets():
-  assert compaction.buckets(6144, 20000) == (6144, 12288)
+  assert compaction.buckets(6144, 20000) == (3072, 3840, 4608, 5376, 6144, 12288)
+  assert compaction.buckets(1000, 20000) == (1000, 2000, 4000, 8000, 16000)
+  assert compaction.buckets(1030, 1500) == (520, 648, 776, 904, 1032)
   assert compaction.buckets(20000, 20000) == ()
   assert compaction.buckets(5, 64) == (8, 16, 32)
   lv = [make_config("batchtopk", d=8, n=20000, k=6), make_config("batchtopk", d=8, n=10000, k=1),
         make_config("relu", d=8, n=100)]
-  assert compaction.level_buckets(lv, 1024) == [(6144, 12288), (6144,)]
+  assert compaction.level_buckets(lv, 1024) == [(3072, 3840, 4608, 5376, 6144, 12288),
+                                                (3072, 3840, 4608, 5376, 6144)]
 
 
 def build(compaction_mode, start=0):

@@ -23,14 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csae_jax import codes as codes_lib
 from csae_jax import conventions as cv
 from csae_jax import ops
 
 
 class LossOutput(NamedTuple):
+  """codes: the (B, n) training codes. active: (n,) bool, latents > 0 on some row in row_mask,
+  or None (then readers reduce `codes`); the sparse path sets it from its entries, so the cascade's
+  live mask never needs the dense codes (csae_jax/codes.py)."""
   metrics: dict[str, jax.Array]
   state: dict[str, jax.Array]
   codes: jax.Array
+  active: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +96,11 @@ def threshold_state() -> dict[str, jax.Array]:
   return {"threshold": jnp.array(-1.0, jnp.float32)}
 
 
-def update_threshold(theta, z, keep, step, start: int = 1000, decay: float = 0.999):
-  """theta <- decay theta + (1 - decay) min{positive kept}; first value = that min (SPEC 2.3)."""
-  kept = keep & (z > 0)
-  m = jnp.min(jnp.where(kept, z, jnp.inf))
+def update_threshold(theta, codes, step, start: int = 1000, decay: float = 0.999):
+  """theta <- decay theta + (1 - decay) min{positive code}; first value = that min (SPEC 2.3).
+
+  codes: dense (B, n) or csae_jax.codes.Entries."""
+  m = codes_lib.min_positive(codes)
   ok = jnp.isfinite(m) & (jnp.asarray(step) >= start)
   new = jnp.where(theta < 0, m, decay * theta + (1.0 - decay) * m)
   return jnp.where(ok, jax.lax.stop_gradient(new), theta)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csae_jax import codes as codes_lib
 from csae_jax import conventions as cv
 from csae_jax import ops
 from csae_jax import sparse
@@ -94,15 +95,15 @@ def batch_loss(params, state, x, cfg, reconstruct, *, step=None, row_mask=None, 
     new_state = {
         "tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask),
         # min over kept positive z = min over positive codes (f = z on the kept entries)
-        "threshold": base.update_threshold(state["threshold"], f, f > 0,
-                                           0 if step is None else step,
+        "threshold": base.update_threshold(state["threshold"], f, 0 if step is None else step,
                                            cfg.threshold_start, cfg.threshold_decay),
     }
     metrics.update(base.common_metrics(t, xhat, f, new_state, cfg, row_mask))
     metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32),
                    threshold=new_state["threshold"])
     metrics.update(extra)
-    return total, base.LossOutput(metrics, new_state, f)
+    return total, base.LossOutput(metrics, new_state, codes_lib.dense(f),
+                                  codes_lib.active(f, row_mask))
 
   def dense(p, xx, t):
     f, z, _ = encode_batch(p, xx, k, row_mask, k_hint=cfg.k)

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from csae_jax import codes as codes_lib
 from csae_jax import conventions as cv
 from csae_jax import ops
 from csae_jax import sparse
@@ -69,7 +70,8 @@ def loss(params, state, x, cfg, *, step=None, row_mask=None, target=None):
     new_state = {"tokens_since_fired": cv.update_fired(state["tokens_since_fired"], f, row_mask)}
     metrics.update(base.common_metrics(t, xhat, f, new_state, cfg, row_mask))
     metrics.update(loss=total, recon=recon, k=jnp.asarray(k, jnp.float32))
-    return total, base.LossOutput(metrics, new_state, f)
+    return total, base.LossOutput(metrics, new_state, codes_lib.dense(f),
+                                  codes_lib.active(f, row_mask))
 
   def dense(p, xx, t):
     f, z = encode_with_k(p, xx, k)

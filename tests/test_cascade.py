@@ -155,8 +155,8 @@ def test_bilateral_blocks_and_partial_keeps_only_the_input_path(x):
 def test_no_live_atom(empty):
   model = build(empty_live=empty)
   p0 = rand_params()
-  p0[0]["b_enc"][:] = 0.0
-  x = np.tile(p0[0]["b_dec"], (B, 1))     # every pre-activation is exactly 0: no atom is live
+  p0[0]["b_enc"][:] = -10.0
+  x = np.tile(p0[0]["b_dec"], (B, 1))     # every pre-activation is about -10: no atom is live
   ref, live = reference(p0, x, 0.7, empty=empty)
   loss, out = jax_total(model, to32(p0), x)
   assert float(out.metrics["l2/live_atoms"]) == 0

@@ -154,9 +154,20 @@ def linear_decode(params, codes, cfg=None):
   return codes @ params["W_dec"] + params["b_dec"]
 
 
+def centered_matmul(x, b_dec, w):
+  """(x - b_dec) @ w, computed as x @ w - b_dec @ w (equal to float32 round-off).
+
+  Why: autodiff of (x - b_dec) @ w gets b_dec's gradient from the (B, d) cotangent of x - b_dec,
+  a (B x n) @ (n x d) matmul; in this form it is -w @ (sum of the rows' cotangents), a
+  matrix-vector product, and when x is data (level 1) nothing needs x's cotangent at all. That is
+  one of the dense step's six B x d x n matmuls (docs/speed.md).
+  """
+  return x @ w - b_dec @ w
+
+
 def centered_preact(params, x):
   """W_enc (x - b_dec) + b_enc, the pre-activation of the ReLU/TopK/BatchTopK families."""
-  return (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+  return centered_matmul(x, params["b_dec"], params["W_enc"]) + params["b_enc"]
 
 
 def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):

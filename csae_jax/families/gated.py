@@ -44,7 +44,7 @@ def init_state(cfg):
 
 
 def paths(params, x):
-  proj = (x - params["b_dec"]) @ params["W_enc"]
+  proj = base.centered_matmul(x, params["b_dec"], params["W_enc"])
   pi_gate = proj + params["b_gate"]
   pi_mag = jnp.exp(params["r_mag"]) * proj + params["b_mag"]
   return pi_gate, pi_mag

@@ -16,6 +16,8 @@ Columns, each round timing every step back to back (interleaved, so contention h
   release       the transcription below, torch CPU with --torch_threads threads.
   floor         the dense floor: the Level-1 encoder matmul (B x d x n1) plus the Level-2 encoder
                 matmul over the step's live atoms (n_live x d x n2), in JAX, same precision.
+  adam          one optax Adam update over parameters of the CSAE's sizes (61M at the release's
+                shapes): memory-bound, the optimizer traffic every step with dense Adam pays.
 Ratios per round (release / jax, jax / floor); the summary gives min..max over rounds.
 
 The release transcription (written for this bench from SPEC 3 and the description of the
@@ -26,6 +28,7 @@ global clip 1.0; torch.optim.Adam; unit-norm decoders.
 """
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import subprocess
@@ -35,9 +38,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app
 from absl import flags
 
+from csae_jax import allocator
 from csae_jax import compaction
 from csae_jax import sparse
 from csae_jax import step as step_lib
@@ -115,6 +120,31 @@ def floor_fn(n_live: int):
                                     jnp.dot(a, w2, preferred_element_type=jnp.float32)))
   jax.block_until_ready(f(x, w1, a, w2))
   return lambda: jax.block_until_ready(f(x, w1, a, w2))
+
+
+def adam_fn():
+  """One Adam update of parameters the size of the CSAE's (W_enc, W_dec of both levels, biases),
+  moments and parameters donated: the optimizer's compulsory memory traffic (read p, g, m, v;
+  write p, m, v), which no step that keeps the release's dense Adam can avoid."""
+  d, n1, n2 = _D.value, _N1.value, _N2.value
+  shapes = [(d, n1), (n1, d), (n1,), (d,), (d, n2), (n2, d), (n2,), (d,)]
+  keys = jax.random.split(jax.random.PRNGKey(3), len(shapes))
+  params = [jax.random.normal(k, s) for k, s in zip(keys, shapes)]
+  grads = [0.01 * p for p in params]
+  opt = optax.adam(1e-4)
+  state = {"p": params, "s": opt.init(params)}
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def update(p, s, g):
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  def run():
+    state["p"], state["s"] = update(state["p"], state["s"], grads)
+    jax.block_until_ready(state["p"])
+
+  run()
+  return run
 
 
 def selection_fn(n_live: int):
@@ -210,6 +240,7 @@ def memory_table():
 
 def main(argv):
   del argv
+  allocator.reexec_with_jemalloc()   # as the launch scripts do (CSAE_JEMALLOC=0: default malloc)
   x = data()
   if _ONLY.value:
     fn = release_step(x) if _ONLY.value == "release" else jax_step(_ONLY.value, x)[0]
@@ -225,14 +256,16 @@ def main(argv):
   n_live = int(info[variants[0]]["live_atoms"])
   floor = floor_fn(n_live)
   select, select_sort = selection_fn(n_live)
+  adam = adam_fn()
   if not _NO_TORCH.value:
     steps["release"] = release_step(x)
-  print(f"devices={jax.devices()} dtype={_DTYPE.value} live={n_live} info={info} "
+  print(f"devices={jax.devices()} allocator={allocator.describe()} dtype={_DTYPE.value} live={n_live} info={info} "
         f"selection_sort={select_sort}", flush=True)
   rounds = []
   for r in range(_ROUNDS.value):
     row = {name: timed(fn, _REPS.value) for name, fn in steps.items()}
     row["floor"] = timed(floor, _REPS.value)
+    row["adam"] = timed(adam, _REPS.value)
     row["l2_selection"] = timed(select, _REPS.value)
     rounds.append(row)
     print(f"round {r}: " + "  ".join(f"{k}={v:.3f}s" for k, v in row.items()), flush=True)
@@ -248,6 +281,9 @@ def main(argv):
   if not _NO_TORCH.value:
     print(f"  release  {rng([r['release'] for r in rounds])} s")
   print(f"  floor    {rng([r['floor'] for r in rounds])} s")
+  print(f"  Adam alone (61M parameters) {rng([r['adam'] for r in rounds])} s; floor + Adam "
+        f"{rng([r['floor'] + r['adam'] for r in rounds])} s, jax[{variants[0]}] / (floor + Adam) "
+        f"{rng([r[variants[0]] / (r['floor'] + r['adam']) for r in rounds])}")
   print(f"  L2 batch top-k ({n_live} x {_N2.value}) {rng([r['l2_selection'] for r in rounds])} s, "
         f"share of jax[{variants[0]}] {rng([r['l2_selection'] / r[variants[0]] for r in rounds])}")
   if _MEMORY.value:

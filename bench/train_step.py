@@ -30,6 +30,7 @@ from absl import app
 from jax.extend import core as jax_core
 from absl import flags
 
+from csae_jax import allocator
 from csae_jax import families
 from csae_jax import step as step_lib
 from csae_jax.models import build_model
@@ -192,9 +193,10 @@ def saelens_times(b, d, n, k, reps) -> dict:
 
 def main(argv):
   del argv
+  allocator.reexec_with_jemalloc()   # as the launch scripts do (CSAE_JEMALLOC=0: default malloc)
   b, d, n, k, n2, reps = _B.value, _D.value, _N.value, _K.value, _N2.value, _REPS.value
   print(f"# machine: {os.cpu_count()} CPUs, jax {jax.__version__}, backend "
-        f"{jax.default_backend()}, devices {jax.device_count()}")
+        f"{jax.default_backend()}, devices {jax.device_count()}, {allocator.describe()}")
   print(f"# shapes: B={b} d={d} n={n} k={k} float32; cascade Level 2: {n2} latents over {n} "
         f"atoms")
   rate = MatmulRate(b, d, n)

@@ -7,8 +7,9 @@ import pytest
 
 from csae_jax import allocator
 
-SCRIPT = ("from csae_jax import allocator; allocator.reexec_with_jemalloc(); "
-          "print(any('jemalloc' in line for line in open('/proc/self/maps')))")
+SCRIPT = ("import os; from csae_jax import allocator; allocator.reexec_with_jemalloc(); "
+          "print(any('jemalloc' in line for line in open('/proc/self/maps')), "
+          "os.environ.get('MALLOC_CONF'))")
 
 
 def run(env_extra):
@@ -21,8 +22,18 @@ def run(env_extra):
 
 @pytest.mark.skipif(allocator.find_jemalloc() is None, reason="libjemalloc2 not installed")
 def test_reexec_loads_jemalloc():
-  assert run({"CSAE_JEMALLOC": "1"}) == "True"
+  env = {"CSAE_JEMALLOC": "1"}
+  if "MALLOC_CONF" in os.environ:
+    env["MALLOC_CONF"] = os.environ["MALLOC_CONF"]
+  loaded, conf = run(env).split()
+  assert loaded == "True"
+  assert conf == os.environ.get("MALLOC_CONF", allocator.RETAIN_CONF)
+
+
+@pytest.mark.skipif(allocator.find_jemalloc() is None, reason="libjemalloc2 not installed")
+def test_user_malloc_conf_is_kept():
+  assert run({"CSAE_JEMALLOC": "1", "MALLOC_CONF": "narenas:2"}).split() == ["True", "narenas:2"]
 
 
 def test_opt_out_keeps_default_allocator():
-  assert run({"CSAE_JEMALLOC": "0"}) == "False"
+  assert run({"CSAE_JEMALLOC": "0"}).split()[0] == "False"

@@ -87,8 +87,8 @@ def run_level(fam, params, state, x_in, target, mask, cfg, *, step, caps, eps):
     def branch(p, a, t):
       idx = jnp.nonzero(mask, size=cap, fill_value=0)[0]
       valid = jnp.arange(cap) < n_live
-      xb = jnp.take(a, idx, axis=0)
-      tb = xb if same else jnp.take(t, idx, axis=0)
+      xb = sparse.take_rows(a, idx)
+      tb = xb if same else sparse.take_rows(t, idx)
       loss, out = fam.loss(p, state, xb, cfg, step=step, row_mask=valid, target=tb)
       return loss, (out.metrics, out.state, codes_lib.live_of(out, valid, eps))
     return branch

@@ -28,12 +28,12 @@ SPARSE_MODES = ("auto", "on", "off")
 ROW_CAP_FACTOR = 4
 ROW_CAP_MIN = 16
 # auto: sparse when the candidates are at most this fraction of the dictionary and k / n is at
-# most AUTO_MAX_K_FRACTION. The gathers and scatter-adds move K x d = B k d floats at memory speed
-# while the dense matmuls run at matmul speed: measured (docs/speed.md) the sparse step is 1.9-7.4x
-# faster at k/n = 3e-4 (the release's Level 1) and 2.6x slower at k/n = 3.9e-3 (B 4096, n 8192,
-# k 32), so auto keeps the dense path above 1e-3.
+# most AUTO_MAX_K_FRACTION. The gathers and segment sums move K x d = B k d floats at memory speed
+# while the dense matmuls run at matmul speed: measured (docs/speed.md, B 4096, d 1024, n 8192,
+# jemalloc) BatchTopK's sparse step is 1.9x faster than the dense one at k 32, 1.4x at k 64 and
+# even at k 128 (k / n = 1/64); at k 256 its K x d temporaries (4 GB each) ran out of memory.
 AUTO_MAX_FRACTION = 0.25
-AUTO_MAX_K_FRACTION = 1e-3
+AUTO_MAX_K_FRACTION = 1 / 128
 
 
 def check_mode(mode: str) -> None:
@@ -162,17 +162,68 @@ def select_rows_flat(z, k, c: int, row_mask, capacity: int):
 
 
 # ----------------------------------------------------------------------------- sparse compute
-def entry_values(params, x, rows, cols, valid):
-  """ReLU(W_enc[:, j] . (x_i - b_dec) + b_enc[j]) for each entry (i, j), with gradient."""
-  xc = jnp.take(x, rows, axis=0) - params["b_dec"]
-  w = jnp.take(params["W_enc"], cols, axis=1)       # (d, K)
-  pre = jnp.einsum("kd,dk->k", xc, w) + jnp.take(params["b_enc"], cols)
+def take_rows(a, idx):
+  """a[idx] for indices known to be in range (entries come from nonzero / top_k): no
+  out-of-bounds select around the gather."""
+  return a.at[idx].get(mode="promise_in_bounds")
+
+
+def entry_values(params, x, rows, cols, valid, pre=None):
+  """ReLU(W_enc[:, j] . (x_i - b_dec) + b_enc[j]) for each entry (i, j), with gradient.
+
+  pre: the entries' pre-activations from the selecting forward when that ran in float32 (then
+  nothing is recomputed); None recomputes them in float32 from gathered rows and columns.
+  """
+  if pre is None:
+    w = jnp.take(params["W_enc"], cols, axis=1)                 # (d, K)
+    xc = take_rows(x, rows) - params["b_dec"]
+    pre = jnp.einsum("dk,kd->k", w, xc) + take_rows(params["b_enc"], cols)
+  pre = _entry_preacts(params["W_enc"], params["b_enc"], params["b_dec"], x, rows, cols, sg(pre))
   return jnp.where(valid, jax.nn.relu(pre), 0.0)
+
+
+@jax.custom_vjp
+def _entry_preacts(w_enc, b_enc, b_dec, x, rows, cols, pre):
+  """pre (the entries' pre-activations, computed elsewhere) with the pre-activation's gradient.
+
+  Written out instead of autodiff of gathers. W_enc's gradient: with more entries K than
+  latents n, a segment sum of rows into an (n, d) buffer, transposed (autodiff's scatter into
+  strided columns took 2.2 s at K = 131072, n = 8192, d = 1024 on XLA:CPU; this ~40 ms); with
+  K <= n, the column scatter itself (~26 ms at K = 6144, n = 20000), because XLA hands the
+  transposed buffer on in column-major layout and the optimizer's fusions then each re-read it
+  strided (+0.35 s per step at the release's shapes). b_dec's gradient is -W_enc (sum of the
+  cotangents per latent), a matrix-vector product; x's (level >= 2 inputs) gathers W_enc columns
+  and is dead code for XLA where x is data (level 1).
+  """
+  del w_enc, b_enc, b_dec, x, rows, cols
+  return pre
+
+
+def _entry_preacts_fwd(w_enc, b_enc, b_dec, x, rows, cols, pre):
+  return pre, (w_enc, b_dec, x, rows, cols)
+
+
+def _entry_preacts_bwd(res, a):
+  w_enc, b_dec, x, rows, cols = res
+  n = w_enc.shape[1]
+  xc = take_rows(x, rows) - b_dec                                   # (K, d)
+  per_entry = a[:, None] * xc
+  if rows.shape[0] > n:
+    d_w = jax.ops.segment_sum(per_entry, cols, num_segments=n).T    # rows of (n, d), transposed
+  else:
+    d_w = jnp.zeros(w_enc.shape, a.dtype).at[:, cols].add(per_entry.T)
+  per_latent = jax.ops.segment_sum(a, cols, num_segments=n)          # (n,)
+  d_x = jax.ops.segment_sum((jnp.take(w_enc, cols, axis=1) * a).T, rows,
+                            num_segments=x.shape[0])
+  return (d_w, per_latent, -(w_enc @ per_latent), d_x, None, None, None)
+
+
+_entry_preacts.defvjp(_entry_preacts_fwd, _entry_preacts_bwd)
 
 
 def decode_entries(params, rows, cols, vals, num_rows: int):
   """xhat_i = b_dec + sum over entries of row i of v * W_dec[j] (a segment sum of gathered atoms)."""
-  atoms = jnp.take(params["W_dec"], cols, axis=0)
+  atoms = take_rows(params["W_dec"], cols)
   return jax.ops.segment_sum(vals[:, None] * atoms, rows, num_segments=num_rows) + params["b_dec"]
 
 
@@ -182,7 +233,7 @@ def decode_prefixes(params, rows, cols, vals, num_rows: int, group_sizes):
   g = len(group_sizes)
   ends = jnp.cumsum(jnp.asarray(group_sizes, jnp.int32))
   group = jnp.searchsorted(ends, cols, side="right").astype(jnp.int32)
-  atoms = jnp.take(params["W_dec"], cols, axis=0)
+  atoms = take_rows(params["W_dec"], cols)
   parts = jax.ops.segment_sum(vals[:, None] * atoms, rows * g + group, num_segments=num_rows * g)
   parts = parts.reshape(num_rows, g, -1).transpose(1, 0, 2)
   return jnp.cumsum(parts, axis=0) + params["b_dec"]
@@ -243,8 +294,11 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
   select = select_rows_flat if per_row else select_batch
   rows, cols, valid, fits = select(z, k, c, row_mask, capacity)
 
+  # A float32 selecting forward already holds the winners' pre-activations (relu'd: > 0 there).
+  pre = take_rows(z.reshape(-1), rows * z.shape[1] + cols) if cfg.compute_dtype == "float32" else None
+
   def sparse_loss(p, xx, t):
-    vals = entry_values(p, xx, rows, cols, valid)
+    vals = entry_values(p, xx, rows, cols, valid, pre)
     codes = codes_lib.Entries(rows, cols, sg(vals), valid, z.shape)
     return from_entries(p, xx, t, codes, (rows, cols, vals))
 

@@ -95,9 +95,45 @@ def test_saturated_rows_are_exact(scale):
 
 def test_auto_mode():
   _, cfg, _, _ = setup("batchtopk", "auto")
-  assert not sparse.enabled(cfg, per_row=False)        # k / n = 4 / 256: dense is faster
-  assert sparse.enabled(cfg.replace(n=8192), per_row=False)   # 4 / 8192 < 1e-3
+  assert not sparse.enabled(cfg, per_row=False)        # k / n = 4 / 256 = 1/64: dense
+  assert sparse.enabled(cfg.replace(n=8192), per_row=False)   # 4 / 8192 <= 1/128
+  assert sparse.enabled(cfg.replace(n=512), per_row=False)    # 4 / 512 = 1/128
+  assert not sparse.enabled(cfg.replace(n=511), per_row=False)
   assert sparse.enabled(cfg.replace(n=8192, sparse="on").replace(n=32), per_row=False)
   assert not sparse.enabled(cfg.replace(n=8192, sparse="off"), per_row=False)
   with pytest.raises(ValueError, match="sparse"):
     make_config("topk", d=D, n=N, k=K, sparse="maybe")
+
+
+@pytest.mark.parametrize("given_pre", [False, True])
+@pytest.mark.parametrize("n", [10, 30])     # entries K = 17 > n: row segment sums; K <= n: columns
+def test_entry_values_gradients_match_autodiff_of_gathers(given_pre, n):
+  """The hand-written backward of sparse.entry_values (row segment sums) against autodiff of the
+  plain gather formula, for every input that carries a gradient (W_enc, b_enc, b_dec and x, which
+  level >= 2 differentiates), with repeated rows and columns and padding entries."""
+  d, b, k = 6, 5, 17
+  ks = jax.random.split(jax.random.PRNGKey(3), 8)
+  params = {"W_enc": jax.random.normal(ks[0], (d, n)), "b_enc": jax.random.normal(ks[1], (n,)),
+            "b_dec": jax.random.normal(ks[2], (d,)) * 0.3}
+  x = jax.random.normal(ks[3], (b, d))
+  rows = jax.random.randint(ks[4], (k,), 0, b)
+  cols = jax.random.randint(ks[5], (k,), 0, n)
+  valid = jnp.arange(k) < k - 3
+  weight = jax.random.normal(ks[6], (k,))
+
+  def plain(p, xx):
+    pre = jnp.sum((xx[rows] - p["b_dec"]) * p["W_enc"][:, cols].T, -1) + p["b_enc"][cols]
+    return jnp.sum(weight * jnp.where(valid, jax.nn.relu(pre), 0.0))
+
+  def ours(p, xx):
+    pre = None
+    if given_pre:   # as the float32 selecting forward hands them over (computed another way)
+      pre = ((xx - p["b_dec"]) @ p["W_enc"] + p["b_enc"])[rows, cols]
+    return jnp.sum(weight * sparse.entry_values(p, xx, rows, cols, valid, pre))
+
+  np.testing.assert_allclose(ours(params, x), plain(params, x), rtol=1e-5)
+  got = jax.grad(ours, argnums=(0, 1))(params, x)
+  want = jax.grad(plain, argnums=(0, 1))(params, x)
+  for a, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    assert float(jnp.abs(w).max()) > 0
+    np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-5, atol=1e-5)

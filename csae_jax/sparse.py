@@ -77,7 +77,29 @@ def _masked_relu(z, row_mask):
 
 
 def _row_candidates(z, c: int, row_mask):
-  return lax.top_k(_masked_relu(z, row_mask), c)
+  return row_top_k(_masked_relu(z, row_mask), c)
+
+
+BLOCK = 16
+
+
+def row_top_k(z, c: int):
+  """lax.top_k(z, c) by way of block maxima: the same values (and, without ties, indices).
+
+  XLA:CPU's TopK scans every score of a row (53 ms for 3840 x 10000, c 16); here each row's
+  blocks of BLOCK scores are reduced to their maxima (a plain reduction), the c best blocks are
+  ranked, and the c best scores are taken among their c * BLOCK members (23 ms). Exact: each of a
+  row's top-c scores lies in a block whose maximum is at least the c-th score, and at most c
+  blocks have one (docs/speed.md). Rows too short for blocks to pay use lax.top_k directly.
+  """
+  r, n = z.shape
+  if n % BLOCK or n < 4 * BLOCK * c:
+    return lax.top_k(z, c)
+  block_max = z.reshape(r, n // BLOCK, BLOCK).max(-1)
+  _, blocks = lax.top_k(block_max, c)
+  cols = (blocks[:, :, None] * BLOCK + jnp.arange(BLOCK, dtype=blocks.dtype)).reshape(r, c * BLOCK)
+  vals, pos = lax.top_k(jnp.take_along_axis(z, cols, axis=1), c)
+  return vals, jnp.take_along_axis(cols, pos, axis=1)
 
 
 def select_rows(z, k, c: int, row_mask=None):

@@ -137,3 +137,17 @@ def test_entry_values_gradients_match_autodiff_of_gathers(given_pre, n):
   for a, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
     assert float(jnp.abs(w).max()) > 0
     np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,c", [((37, 1024), 8), ((5, 4096), 16), ((6, 100), 4)])
+def test_row_top_k_equals_lax_top_k(shape, c):
+  """Block-maxima top-k against lax.top_k on continuous scores (distinct values), including rows
+  whose winners crowd into one block and rows with many negatives (masked rows are -1)."""
+  z = np.array(jax.random.normal(jax.random.PRNGKey(shape[1]), shape))
+  z[0, :c] = 10.0 + np.arange(c)           # every winner of row 0 in the first block
+  z[1] = -1.0 - np.abs(z[1])               # no positive score
+  z = jnp.asarray(z)
+  vals, idx = sparse.row_top_k(z, c)
+  want_vals, want_idx = jax.lax.top_k(z, c)
+  np.testing.assert_array_equal(np.asarray(vals), np.asarray(want_vals))
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))

@@ -1,7 +1,8 @@
 """Alpha sweep and the Level-1 collapse (docs/hierarchy_quality.md, "Coupling").
 
   python -m bench.coupling_sweep --regime=cofire --n1=192 --steps=1500 --batch_size=1024 \
-      --settings=raw:1,raw:0.02,ratio:0.1,ratio:0.01,bilateral:0 --out=/tmp/sweep.jsonl
+      --settings=raw:1,raw:0.02,ratio:0.1,ratio:0.01,bilateral:0 --k_anneal_frac=0.1 \
+      --out=/tmp/sweep.jsonl
 
 Trains CSAE (Level 2 BatchTopK n2, k2 1; the benchmark's settings) on one generated regime for
 each coupling setting and appends one JSON line per run: children recovered (cos > .9), parent
@@ -29,6 +30,8 @@ _N2 = flags.DEFINE_integer("n2", 24, "Level-2 size")
 _STEPS = flags.DEFINE_integer("steps", 1500, "training steps")
 _START = flags.DEFINE_integer("start", 200, "Level-2 start step")
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "tokens per step")
+_ANNEAL = flags.DEFINE_float("k_anneal_frac", None, "fraction of steps over which k is annealed "
+                             "from d (SPEC 3); default: the benchmark config's (0)")
 _SETTINGS = flags.DEFINE_string("settings", "raw:1,ratio:0.1", "coupling:alpha,... "
                                 "(bilateral:0 = bilateral stop-gradient)")
 _OUT = flags.DEFINE_string("out", "/tmp/coupling_sweep.jsonl", "JSON-lines output (appended)")
@@ -40,6 +43,8 @@ def main(argv):
   c = benchmark_hierarchy.get_config()
   c.n1, c.n2, c.steps, c.batch_size = _N1.value, _N2.value, _STEPS.value, _BATCH.value
   c.experiment.csae.cascade.level_start_steps = (_START.value,)
+  if _ANNEAL.value is not None:
+    c.experiment.csae.cascade.k_anneal_frac = _ANNEAL.value
   ds = gen.make_dataset(gen.regime_config(_REGIME.value, _SEED.value))
   d = f"/tmp/coupling_sweep_data/{_REGIME.value}_s{_SEED.value}"
   suite.write_dataset(ds, d, 0.2, _SEED.value)
@@ -69,6 +74,7 @@ def main(argv):
     parent_like = float(np.mean((w @ par.T).max(1) > (w @ leaves.T).max(1)))
     row = dict(regime=_REGIME.value, seed=_SEED.value, n1=_N1.value, steps=_STEPS.value,
                batch_size=_BATCH.value, start=_START.value,
+               k_anneal_frac=float(c.experiment.csae.cascade.k_anneal_frac),
                setting=setting, children=s["children_recovered"], parent_ari=s["parent_ari"],
                fired=int(fired.sum()), parent_like=parent_like,
                distinct_dirs=scoring.distinct_directions(w), raw_ratio=float(

@@ -4,6 +4,8 @@ r"""The CSAE step at the authors' release shapes against a PyTorch transcription
   ... --rounds=5 --variants=default,dense,masked --torch_threads=2
   ... --compute_dtype=bfloat16      # bf16 encoder matmuls vs the release under bf16 autocast
   ... --memory                      # peak RSS of each step alone (one subprocess each)
+  CSAE_JEMALLOC=0 ...               # glibc malloc (default: re-exec under jemalloc, purging off,
+                                    # as the launch scripts do; the torch side runs under it too)
 
 Shapes (SPEC 3, the release): B 1024 tokens, d 1024, Level 1 BatchTopK n1 20000 k1 6, Level 2
 BatchTopK n2 10000 k2 1 over the live Level-1 atoms, Level 2 on, k at its target (after the

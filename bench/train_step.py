@@ -5,6 +5,8 @@
   python -m bench.train_step --saelens_python=/path/to/saelens-venv/bin/python  # + SAELens column
   python -m bench.train_step --sparse=on,off --families=topk,batchtopk   # sparse path A/B
   (the batch top-k selection alone, bisection vs row candidates: bench/selection.py)
+  CSAE_JEMALLOC=0 ...               # glibc malloc (default: re-exec under jemalloc, purging off,
+                                    # as the launch scripts do; the torch side runs under it too)
 
 In one run on one machine: the matmul rate R (best time of the step's own matmul shape), then for
 each method the step time t, its matmul FLOPs F (counted from the step's jaxpr: every dot_general,

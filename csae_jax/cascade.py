@@ -144,11 +144,6 @@ def level_inputs(atoms, mode: str):
   return sg(atoms), sg(atoms)
 
 
-def live_mask(codes, row_mask, eps: float):
-  """Columns active (> eps) on at least one (masked) row."""
-  return codes_lib.active(codes, row_mask, eps)
-
-
 def reinit_level_biases(params, cfg: Config, step):
   """At each level's start step, b_dec <- geometric median of the level below's atoms (SPEC 3)."""
   params = list(params)

@@ -317,7 +317,7 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
   rows, cols, valid, fits = select(z, k, c, row_mask, capacity)
 
   # A float32 selecting forward already holds the winners' pre-activations (relu'd: > 0 there).
-  pre = take_rows(z.reshape(-1), rows * z.shape[1] + cols) if cfg.compute_dtype == "float32" else None
+  pre = z.at[rows, cols].get(mode="promise_in_bounds") if cfg.compute_dtype == "float32" else None
 
   def sparse_loss(p, xx, t):
     vals = entry_values(p, xx, rows, cols, valid, pre)

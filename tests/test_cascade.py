@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from csae_jax import cascade, models, planted
+from csae_jax import codes as codes_lib
 from csae_jax import step as step_lib
 from csae_jax.families import batchtopk
 from tests.families import npref as R
@@ -112,7 +113,7 @@ def level2_term(model, x):
     cfg = model.cfg
     codes = batchtopk.loss(p[0], batchtopk.init_state(cfg.levels[0].cfg),
                            jnp.asarray(x, jnp.float32), cfg.levels[0].cfg, step=10)[1].codes
-    live = cascade.live_mask(codes, None, cfg.live_eps)
+    live = codes_lib.active(codes, None, cfg.live_eps)
     return cascade.upper_levels(p, cascade.init_state(cfg), live, cfg, step=10)[0]
   return fn
 

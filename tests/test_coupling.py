@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from csae_jax import cascade, coupling, models
+from csae_jax import codes as codes_lib
 from csae_jax.families import batchtopk
 
 B, D, N1, N2 = 32, 8, 12, 4
@@ -36,7 +37,7 @@ def separate_grads(model, params, state, x):
     return fam.loss(p0, state[0], x, cfg.levels[0].cfg, step=0)[0]
 
   _, out = fam.loss(params[0], state[0], x, cfg.levels[0].cfg, step=0)
-  live = cascade.live_mask(out.codes, None, cfg.live_eps)
+  live = codes_lib.active(out.codes, None, cfg.live_eps)
 
   def l2(a):
     tot, _, _ = cascade.upper_levels(params, state, live, cfg.replace(coupling="ratio"), step=0,

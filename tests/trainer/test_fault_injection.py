@@ -46,9 +46,17 @@ def _in_checkpoint_write(wd) -> bool:
     return False
 
 
+def _finished_steps(wd) -> list:
+  try:
+    return sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+  except FileNotFoundError:
+    return []
+
+
 def _kill_once(wd, mode: str, rng: random.Random, log) -> str:
   """Starts a resume of the run and SIGKILLs it; mode 'checkpoint' waits for a checkpoint write
-  in progress, 'random' for a random number of further logged steps. Returns what was hit."""
+  in progress, 'random' for a random number of further logged steps, 'finished' for a finished
+  checkpoint. Returns what was hit."""
   start = _logged(wd)
   target = start + rng.randint(2, 12)
   proc = subprocess.Popen(launch_cmd("tiny_relu", wd, *(f"--config.{k}={v}"
@@ -63,6 +71,9 @@ def _kill_once(wd, mode: str, rng: random.Random, log) -> str:
         break
       if mode == "random" and _logged(wd) >= target:
         hit = f"after step {_logged(wd)}"
+        break
+      if mode == "finished" and _finished_steps(wd):
+        hit = f"after checkpoint {_finished_steps(wd)[-1]}"
         break
       time.sleep(0.0005)
   finally:
@@ -101,12 +112,17 @@ def test_kills_inside_checkpoints_and_a_corrupt_file_never_load_silently_wrong(t
   with open(tmp_path / "log.txt", "w") as log:
     for mode in ("checkpoint", "random", "checkpoint"):
       hits.append(_kill_once(wd, mode, rng, log))
+    if not _finished_steps(wd):
+      # every kill so far landed before a checkpoint finished (seed 318: inside the first write,
+      # after step 4 while the step-3 write was still in flight, inside the next write); one more
+      # resume, killed once a checkpoint is on disk, gives the corruption check below its subject
+      hits.append(_kill_once(wd, "finished", rng, log))
   context = f"seed {seed}, kills: {hits}"
   assert "inside a checkpoint write" in hits, context
   assert not (wd / "run.json").exists(), context
 
   # every checkpoint the kills left loads as exactly the reference run's state at that step
-  steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+  steps = _finished_steps(wd)
   assert steps, context
   for s_ in steps:
     _assert_bitwise(trainer.load_run(wd, step=s_, with_opt_state=True),

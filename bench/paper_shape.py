@@ -261,6 +261,7 @@ def main(argv):
   adam = adam_fn()
   if not _NO_TORCH.value:
     steps["release"] = release_step(x)
+  print(f"cpu: {allocator.describe_cpu()}", flush=True)
   print(f"devices={jax.devices()} allocator={allocator.describe()} dtype={_DTYPE.value} live={n_live} info={info} "
         f"selection_sort={select_sort}", flush=True)
   rounds = []

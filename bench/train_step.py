@@ -197,7 +197,7 @@ def main(argv):
   del argv
   allocator.reexec_with_jemalloc()   # as the launch scripts do (CSAE_JEMALLOC=0: default malloc)
   b, d, n, k, n2, reps = _B.value, _D.value, _N.value, _K.value, _N2.value, _REPS.value
-  print(f"# machine: {os.cpu_count()} CPUs, jax {jax.__version__}, backend "
+  print(f"# machine: {allocator.describe_cpu()}, jax {jax.__version__}, backend "
         f"{jax.default_backend()}, devices {jax.device_count()}, {allocator.describe()}")
   print(f"# shapes: B={b} d={d} n={n} k={k} float32; cascade Level 2: {n2} latents over {n} "
         f"atoms")

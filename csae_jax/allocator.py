@@ -47,6 +47,27 @@ def reexec_with_jemalloc() -> None:
   os.execve(sys.executable, [sys.executable] + list(argv[1:]), env)
 
 
+def describe_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """'AMD EPYC (family 25 model 1), 2 CPUs, avx2 fma, no avx512': benchmark headers name the
+  processor, since the machines' kind changes from day to day (docs/speed.md)."""
+  info = {}
+  try:
+    with open(cpuinfo, encoding="utf-8") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+        if not line.strip():
+          break
+  except OSError:
+    return f"{os.cpu_count()} CPUs"
+  flags = set(info.get("flags", "").split())
+  simd = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+  if "avx512f" not in flags:
+    simd += ", no avx512"
+  return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model "
+          f"{info.get('model', '?')}), {os.cpu_count()} CPUs, {simd}")
+
+
 def describe() -> str:
   """The allocator this process runs under, for benchmark headers."""
   if "jemalloc" not in os.environ.get("LD_PRELOAD", ""):

@@ -37,3 +37,15 @@ def test_user_malloc_conf_is_kept():
 
 def test_opt_out_keeps_default_allocator():
   assert run({"CSAE_JEMALLOC": "0"}).split()[0] == "False"
+
+
+def test_cpu_description_names_family_model_and_simd(tmp_path):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+                  "flags\t\t: fpu avx2 fma avx512f avx512_bf16\n\nprocessor\t: 1\nmodel\t: 99\n")
+  text = allocator.describe_cpu(str(info))
+  assert text.startswith("AMD EPYC (family 25 model 17), ")
+  assert text.endswith("avx2 fma avx512f avx512_bf16")
+  info.write_text("model name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 1\nflags\t\t: avx2 fma\n")
+  assert allocator.describe_cpu(str(info)).endswith("avx2 fma, no avx512")
+  assert allocator.describe_cpu(str(tmp_path / "missing")).endswith("CPUs")

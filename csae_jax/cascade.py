@@ -191,9 +191,9 @@ def reseed_levels(params, cfg: Config, step):
   params = list(params)
   key = jax.random.fold_in(jax.random.PRNGKey(0), jnp.asarray(step, jnp.uint32))
   for l in range(1, cfg.num_levels):
-    below = params[l - 1]["W_dec"]
+    below, k = params[l - 1]["W_dec"], jax.random.fold_in(key, l)
 
-    def do(p, below=below, k=jax.random.fold_in(key, l)):
+    def do(p, below=below, k=k):
       return level_kmeans.reseed(k, p, below, cfg.reseed_restarts, cfg.reseed_iters)
 
     params[l] = lax.cond(is_reseed_step(cfg, l, step), do, lambda p: dict(p), params[l])

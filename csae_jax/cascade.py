@@ -184,8 +184,12 @@ def is_reseed_step(cfg: Config, l: int, step):
           & ((step - start) % max(cfg.reseed_every, 1) == 0))
 
 
-def reseed_levels(params, cfg: Config, step):
-  """k-means re-seeding of levels >= 2 on the atoms below (level_kmeans.py; off when every = 0)."""
+def reseed_levels(params, cfg: Config, step, live=None):
+  """k-means re-seeding of levels >= 2 on the atoms below (level_kmeans.py; off when every = 0).
+
+  live: optional (n1,) mask of live Level-1 atoms (weights of Level 2's k-means); the training
+  step's pre_step has no model state, so it re-seeds on all atoms (docs/hierarchy_quality.md).
+  """
   if not cfg.reseed_every:
     return params
   params = list(params)
@@ -194,7 +198,8 @@ def reseed_levels(params, cfg: Config, step):
     below, k = params[l - 1]["W_dec"], jax.random.fold_in(key, l)
 
     def do(p, below=below, k=k):
-      return level_kmeans.reseed(k, p, below, cfg.reseed_restarts, cfg.reseed_iters)
+      return level_kmeans.reseed(k, p, below, cfg.reseed_restarts, cfg.reseed_iters,
+                                 live if l == 1 else None)
 
     params[l] = lax.cond(is_reseed_step(cfg, l, step), do, lambda p: dict(p), params[l])
   return tuple(params)

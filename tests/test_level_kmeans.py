@@ -13,14 +13,15 @@ def np_unit(a):
   return a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-12)
 
 
-def np_lloyd(x, c, iters):
+def np_lloyd(x, c, iters, w=None):
   """The rule of level_kmeans.lloyd in float64 NumPy, one atom at a time."""
   c = np.array(c, np.float64)
+  w = np.ones(len(x)) if w is None else w
   for _ in range(iters):
     assign = [int(np.argmax(c @ xj)) for xj in x]
     new = c.copy()
     for r in range(len(c)):
-      owned = [x[j] for j in range(len(x)) if assign[j] == r]
+      owned = [w[j] * x[j] for j in range(len(x)) if assign[j] == r and w[j] > 0]
       if owned:
         new[r] = np_unit(np.sum(owned, 0))
     c = new
@@ -35,6 +36,16 @@ def test_lloyd_matches_numpy_reference():
   for iters in (1, 3, 10):
     got = np.asarray(km.lloyd(jnp.asarray(x, jnp.float32), jnp.asarray(c0, jnp.float32), iters))
     np.testing.assert_allclose(got, np_lloyd(x, c0, iters), atol=2e-5)
+
+
+def test_weighted_lloyd_matches_numpy_reference():
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(30, 5))
+  c0 = np_unit(rng.normal(size=(4, 5)))
+  w = (rng.uniform(size=30) < 0.6).astype(np.float64)
+  got = km.lloyd(jnp.asarray(x, jnp.float32), jnp.asarray(c0, jnp.float32), 5,
+                 jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), np_lloyd(x, c0, 5, w), atol=2e-5)
 
 
 def bundles(rng, n_per=(5, 3, 4), d=8, spread=0.05):
@@ -108,6 +119,26 @@ def test_reseed_writes_kmeans_centres_into_level_2():
   pm = np.asarray(model.parent_maps(new)[0])
   assert all(len(set(pm[labels == i])) == 1 for i in range(3))
   assert len(set(pm)) == 3
+
+
+def test_live_mask_keeps_units_off_dead_atoms():
+  rng = np.random.default_rng(7)
+  x, labels, _ = bundles(rng, (4, 4, 4), d=16)
+  dead = np_unit(rng.normal(size=(6, 16)))       # isolated random directions, like dead atoms
+  atoms = np.concatenate([np_unit(x), dead]).astype(np.float32)
+  live = np.r_[np.ones(12), np.zeros(6)].astype(np.float32)
+  model = build(every=5)
+  p = params(model, np.zeros((12, 8)))
+  lv2 = dict(p[1])
+  lv2["b_dec"] = jnp.zeros(16)
+  lv2["W_enc"], lv2["W_dec"] = jnp.zeros((16, 3)), jnp.zeros((3, 16))
+  for seed in range(4):
+    out = km.reseed(jax.random.PRNGKey(seed), lv2, jnp.asarray(atoms), 4, 10, jnp.asarray(live))
+    dec = np.asarray(out["W_dec"], np.float64)
+    assign = (atoms[:12] @ dec.T).argmax(1)
+    assert sorted(set(assign)) == [0, 1, 2]
+    for r in range(3):   # each centre is its bundle's normalised sum; the dead atoms add nothing
+      np.testing.assert_allclose(dec[r], np_unit(atoms[:12][assign == r].sum(0)), atol=2e-5)
 
 
 def test_reseed_schedule_and_off_by_default():

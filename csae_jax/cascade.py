@@ -22,6 +22,7 @@ from csae_jax import codes as codes_lib
 from csae_jax import compaction as compaction_lib
 from csae_jax import conventions as cv
 from csae_jax import coupling as coupling_lib
+from csae_jax import level_kmeans
 from csae_jax.families import base
 from csae_jax.families import get_family
 
@@ -52,6 +53,13 @@ class Config:
   parent_min_children: int = 0             # abstain when the best unit is best for fewer atoms
   parent_min_cos: float = -1.0             # abstain when cos(atom, parent's decoder row) < this
   coupling: str = "raw"                    # raw (SPEC 3) | ratio (alpha = target gradient ratio)
+  # Level re-seeding by k-means (level_kmeans.py; not in SPEC 3, off by default): at each level's
+  # start step and every reseed_every steps after it, up to step reseed_until, levels >= 2 are
+  # replaced by the best of reseed_restarts k-means++ + reseed_iters Lloyd fits of the atoms below.
+  reseed_every: int = 0                    # 0 = never (SPEC 3)
+  reseed_until: int = 0                    # last step that may re-seed
+  reseed_restarts: int = 8
+  reseed_iters: int = 20
   adam_b1: float = 0.9
 
   @property
@@ -105,6 +113,12 @@ class Config:
       raise ValueError(f"parent_min_cos must be in [-1, 1], got {self.parent_min_cos}")
     if not 0.0 <= self.parent_rel_min < 1.0:
       raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
+    for name in ("reseed_every", "reseed_until", "reseed_restarts", "reseed_iters"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    if self.reseed_every and (self.reseed_restarts < 1 or self.reseed_iters < 1):
+      raise ValueError("reseed_restarts and reseed_iters must be >= 1 when reseed_every > 0")
     if self.compaction not in compaction_lib.COMPACTION_MODES:
       raise ValueError(f"compaction must be one of {compaction_lib.COMPACTION_MODES}, "
                        f"got {self.compaction!r}")
@@ -159,6 +173,35 @@ def reinit_level_biases(params, cfg: Config, step):
       return p
 
     params[l] = lax.cond(jnp.asarray(step) == start, set_bias, lambda p: dict(p), params[l])
+  return reseed_levels(tuple(params), cfg, step)
+
+
+def is_reseed_step(cfg: Config, l: int, step):
+  """Level l (0-based >= 1) re-seeds at start, start + reseed_every, ... <= reseed_until."""
+  step = jnp.asarray(step)
+  start = cfg.start_step(l)
+  return ((step >= start) & (step <= cfg.reseed_until)
+          & ((step - start) % max(cfg.reseed_every, 1) == 0))
+
+
+def reseed_levels(params, cfg: Config, step, live=None):
+  """k-means re-seeding of levels >= 2 on the atoms below (level_kmeans.py; off when every = 0).
+
+  live: optional (n1,) mask of live Level-1 atoms (weights of Level 2's k-means); the training
+  step's pre_step has no model state, so it re-seeds on all atoms (docs/hierarchy_quality.md).
+  """
+  if not cfg.reseed_every:
+    return params
+  params = list(params)
+  key = jax.random.fold_in(jax.random.PRNGKey(0), jnp.asarray(step, jnp.uint32))
+  for l in range(1, cfg.num_levels):
+    below, k = params[l - 1]["W_dec"], jax.random.fold_in(key, l)
+
+    def do(p, below=below, k=k):
+      return level_kmeans.reseed(k, p, below, cfg.reseed_restarts, cfg.reseed_iters,
+                                 live if l == 1 else None)
+
+    params[l] = lax.cond(is_reseed_step(cfg, l, step), do, lambda p: dict(p), params[l])
   return tuple(params)
 
 

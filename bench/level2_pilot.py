@@ -1,0 +1,64 @@
+"""Level-2 pilots on one generated regime and seed (docs/hierarchy_quality.md, "Level-2 re-seeding").
+
+  python -m bench.level2_pilot hard 10 4000 '{"reseed_every": 250, "reseed_until": 2000}' \
+      csae_full,hac
+
+Arguments: regime, seed, steps, a JSON object of overrides (cascade.Config fields; "l2.NAME" for
+a Level-2 family field, null deletes it) and the benchmark methods to score. Everything else is
+configs/benchmark_hierarchy.py. Prints one JSON line per method (children recovered, parent ARI,
+parent accuracy, seconds). Use non-benchmark seeds (the benchmark's are 0, 1, 2).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from configs import benchmark_hierarchy
+from csae_jax.benchmarks import generators as gen
+from csae_jax.benchmarks import suite
+from csae_jax.evaluation import sources
+
+
+def config(steps: int, over: dict):
+  c = benchmark_hierarchy.get_config()
+  c.steps = steps
+  for k, v in over.items():
+    if k.startswith("l2."):
+      if v is None:
+        del c.experiment.csae.level2[k[3:]]
+      else:
+        c.experiment.csae.level2[k[3:]] = v
+    else:
+      c.experiment.csae.cascade[k] = tuple(v) if isinstance(v, list) else v
+  return c
+
+
+def main(argv):
+  regime, seed, steps = argv[1], int(argv[2]), int(argv[3])
+  over = json.loads(argv[4]) if len(argv) > 4 else {}
+  methods = argv[5].split(",") if len(argv) > 5 else ["csae_full"]
+  c = config(steps, over)
+  d = f"/tmp/level2_pilot_data/{regime}_s{seed}"
+  if not os.path.exists(os.path.join(d, "truth.npz")):
+    suite.write_dataset(gen.make_dataset(gen.regime_config(regime, seed)), d, 0.2, seed)
+  tr, te, truth = suite.load_dataset(d)
+  scale = float(np.sqrt(np.mean(np.sum(np.square(tr.tokens, dtype=np.float64), -1))))
+  tr = sources.ArraySource(tr.tokens / scale, tr.token_offsets)
+  te = sources.ArraySource(te.tokens / scale, te.token_offsets)
+  t0 = time.time()
+  needed = sorted({r for m in methods for r in suite.RUNS_OF[m]})
+  runs = suite.train_runs(c, needed, tr, seed, log=lambda m: None)
+  for m in methods:
+    s = suite.evaluate(m, c, runs, te, truth)
+    print(json.dumps(dict(regime=regime, seed=seed, steps=steps, over=over, method=m,
+                          children=round(s["children_recovered"], 3),
+                          ari=round(s["parent_ari"], 3), acc=round(s["parent_accuracy"], 3),
+                          secs=round(time.time() - t0))), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,105 @@
+"""K-means re-seeding of a cascade level (docs/hierarchy_quality.md, "Level-2 re-seeding").
+
+A k2 = 1 Level 2 (SPEC 3) is an online spherical k-means of the level-below atoms: each atom is
+reconstructed as h_j d_r + b with h_j = d_r . (w_j - b), so its loss is ||x_j||^2 - (d_r . x_j)^2,
+x_j = w_j - b. SGD on ~n_live atoms per batch settles in poor local optima (units on two
+families, families split over two units, units on stray atoms). Re-seeding runs, at chosen steps,
+a batch k-means of the same objective on all level-below atoms and writes its centres into the
+level:
+
+  assignment  r_j = argmax_r d_r . x_j   (the encoder's argmax with W_enc = W_dec^T, b_enc = 0)
+  update      d_r = normalise(sum_{j: r_j = r} x_j)   (a unit that owns no atom keeps its row)
+  score       sum_j max(0, max_r d_r . x_j)^2   (what the tied level explains; higher is better)
+
+from `restarts` k-means++ starts (D^2 sampling on the residual ||x||^2 - max_r relu(d_r . x)^2),
+`iters` Lloyd iterations each, keeping the start with the highest score. Then W_dec = centres,
+W_enc = W_dec^T, b_enc = 0 (SPEC 1's init convention); b_dec is kept. Pure JAX: it runs inside the
+jitted step under lax.cond, with a key derived from the step.
+
+Optional atom weights w_j >= 0 (a 0/1 live mask: dead atoms should take no unit) weight the
+sums, the score and the D^2 sampling; an atom of weight 0 still gets an assignment.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_EPS = 1e-12
+
+
+def _unit(a):
+  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + _EPS)
+
+
+def explained(x, centres):
+  """Per atom max(0, max_r d_r . x)^2 and the argmax r: the tied level's fit of each atom."""
+  proj = x @ centres.T
+  return jnp.maximum(proj.max(-1), 0.0) ** 2, jnp.argmax(proj, axis=-1)
+
+
+def _weights(x, w):
+  return jnp.ones(x.shape[0], x.dtype) if w is None else jnp.asarray(w, x.dtype)
+
+
+def _log(a):
+  return jnp.where(a > 0, jnp.log(jnp.maximum(a, _EPS)), -jnp.inf)
+
+
+def plus_plus_init(key, x, n_units: int, w=None):
+  """k-means++ (D^2) seeding of n_units unit directions among the rows of x (n, d)."""
+  w = _weights(x, w)
+  sq = jnp.sum(x * x, -1)
+  k0, key = jax.random.split(key)
+  first = _unit(x[jax.random.categorical(k0, _log(w))])
+  centres = jnp.zeros((n_units, x.shape[1]), x.dtype).at[0].set(first)
+  best = jnp.maximum(x @ first, 0.0) ** 2
+
+  def body(i, carry):
+    centres, best, key = carry
+    key, sub = jax.random.split(key)
+    resid = w * jnp.maximum(sq - best, 0.0)
+    logits = jnp.where(jnp.all(resid <= 0), _log(w), _log(resid))
+    c = _unit(x[jax.random.categorical(sub, logits)])
+    return centres.at[i].set(c), jnp.maximum(best, jnp.maximum(x @ c, 0.0) ** 2), key
+
+  centres, _, _ = lax.fori_loop(1, n_units, body, (centres, best, key))
+  return centres
+
+
+def lloyd(x, centres, iters: int, w=None):
+  """iters Lloyd iterations of the spherical (1-D subspace) k-means above."""
+  n_units = centres.shape[0]
+  w = _weights(x, w)
+
+  def body(_, c):
+    _, assign = explained(x, c)
+    sums = jnp.zeros_like(c).at[assign].add(w[:, None] * x)
+    owned = jnp.zeros((n_units,), x.dtype).at[assign].add(w) > 0
+    return jnp.where(owned[:, None], _unit(sums), c)
+
+  return lax.fori_loop(0, iters, body, centres)
+
+
+def fit(key, x, n_units: int, restarts: int, iters: int, w=None):
+  """(centres (n_units, d), score) of the best of `restarts` k-means++ + Lloyd runs on x."""
+  w = _weights(x, w)
+
+  def one(k):
+    c = lloyd(x, plus_plus_init(k, x, n_units, w), iters, w)
+    return c, jnp.sum(w * explained(x, c)[0])
+
+  cs, scores = jax.vmap(one)(jax.random.split(key, restarts))
+  i = jnp.argmax(scores)
+  return cs[i], scores[i]
+
+
+def reseed(key, params, atoms, restarts: int, iters: int, w=None):
+  """The level's params with W_dec = k-means centres of atoms - b_dec, W_enc = W_dec^T, b_enc 0."""
+  x = atoms - params["b_dec"]
+  centres, _ = fit(key, x, params["W_dec"].shape[0], restarts, iters, w)
+  p = dict(params)
+  p["W_dec"] = centres.astype(params["W_dec"].dtype)
+  p["W_enc"] = centres.T.astype(params["W_enc"].dtype)
+  p["b_enc"] = jnp.zeros_like(params["b_enc"])
+  return p

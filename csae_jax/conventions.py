@@ -144,13 +144,14 @@ def lr_schedule(peak: float, total_steps: int, warmup_steps: int = 1000,
 
 
 def make_optimizer(schedule, mask_fn, *, b1: float = 0.9, b2: float = 0.999,
-                   clip_norm: float = 1.0, start_steps=None) -> optax.GradientTransformation:
+                   clip_norm: float = 1.0, start_steps=None,
+                   eps: float = 1e-8) -> optax.GradientTransformation:
   """Projection -> global clip -> Adam -> lr (SPEC 1); renormalise with renormalize_decoders.
 
   start_steps(params) -> pytree of ints: per-leaf Adam start (csae_jax/optim.py); None: all 0.
   """
-  adam = (optax.scale_by_adam(b1=b1, b2=b2) if start_steps is None
-          else optim.scale_by_adam_from(start_steps, b1=b1, b2=b2))
+  adam = (optax.scale_by_adam(b1=b1, b2=b2, eps=eps) if start_steps is None
+          else optim.scale_by_adam_from(start_steps, b1=b1, b2=b2, eps=eps))
   return optax.chain(project_decoder_grads(mask_fn), optax.clip_by_global_norm(clip_norm),
                      adam, optax.scale_by_learning_rate(schedule))
 

@@ -29,11 +29,13 @@ class TrainState(NamedTuple):
 
 def make_optimizer(model: Model, total_steps: int, lr: float | None = None,
                    warmup_steps: int = 1000, decay_start_frac: float = 0.8,
-                   b1: float | None = None, b2: float = 0.999, clip_norm: float = 1.0):
+                   b1: float | None = None, b2: float = 0.999, clip_norm: float = 1.0,
+                   eps: float = 1e-8):
   peak = cv.default_lr(model.n) if lr is None else lr
   schedule = cv.lr_schedule(peak, total_steps, warmup_steps, decay_start_frac)
   opt = cv.make_optimizer(schedule, model.decoder_mask, b1=model.adam_b1 if b1 is None else b1,
-                          b2=b2, clip_norm=clip_norm, start_steps=model.adam_start_steps())
+                          b2=b2, clip_norm=clip_norm, start_steps=model.adam_start_steps(),
+                          eps=eps)
   return opt, schedule
 
 

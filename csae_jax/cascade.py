@@ -173,7 +173,7 @@ def reinit_level_biases(params, cfg: Config, step):
       return p
 
     params[l] = lax.cond(jnp.asarray(step) == start, set_bias, lambda p: dict(p), params[l])
-  return reseed_levels(tuple(params), cfg, step)
+  return tuple(params)
 
 
 def is_reseed_step(cfg: Config, l: int, step):

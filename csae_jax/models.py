@@ -70,9 +70,11 @@ class Model:
     return self._impl.fold_scale(params, state, s, self.cfg)
 
   def pre_step(self, params, step):
-    """Per-step parameter surgery before the loss (the cascade's level-start bias re-init)."""
+    """Per-step parameter surgery before the loss (the cascade's level-start bias re-init, then
+    the optional k-means re-seeding of levels >= 2)."""
     if self.is_cascade:
-      return cascade_lib.reinit_level_biases(params, self.cfg, step)
+      params = cascade_lib.reinit_level_biases(params, self.cfg, step)
+      return cascade_lib.reseed_levels(params, self.cfg, step)
     return params
 
   def decoder_mask(self, params):

@@ -60,6 +60,9 @@ class Config:
   reseed_until: int = 0                    # last step that may re-seed
   reseed_restarts: int = 8
   reseed_iters: int = 20
+  # > 0: Level 2's k-means weighs only Level-1 atoms that fired within the last reseed_live_tokens
+  # tokens (tokens_since_fired < it; the step passes the model state); 0: every atom.
+  reseed_live_tokens: int = 0
   adam_b1: float = 0.9
 
   @property
@@ -113,7 +116,8 @@ class Config:
       raise ValueError(f"parent_min_cos must be in [-1, 1], got {self.parent_min_cos}")
     if not 0.0 <= self.parent_rel_min < 1.0:
       raise ValueError(f"parent_rel_min must be in [0, 1), got {self.parent_rel_min}")
-    for name in ("reseed_every", "reseed_until", "reseed_restarts", "reseed_iters"):
+    for name in ("reseed_every", "reseed_until", "reseed_restarts", "reseed_iters",
+                 "reseed_live_tokens"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
@@ -184,11 +188,19 @@ def is_reseed_step(cfg: Config, l: int, step):
           & ((step - start) % max(cfg.reseed_every, 1) == 0))
 
 
-def reseed_levels(params, cfg: Config, step, live=None):
-  """k-means re-seeding of levels >= 2 on the atoms below (level_kmeans.py; off when every = 0).
+def reseed_live(cfg: Config, state):
+  """(n1,) 0/1 weights of the Level-1 atoms Level 2's k-means uses, or None (all atoms)."""
+  if not cfg.reseed_live_tokens or state is None:
+    return None
+  return (state[0]["tokens_since_fired"] < cfg.reseed_live_tokens).astype(jnp.float32)
 
-  live: optional (n1,) mask of live Level-1 atoms (weights of Level 2's k-means); the training
-  step's pre_step has no model state, so it re-seeds on all atoms (docs/hierarchy_quality.md).
+
+def reseed_levels(params, cfg: Config, step, live=None):
+  """k-means re-seeding of levels >= 2 on the atoms below (off when reseed_every = 0).
+
+  Each level uses its family's `reseed` when it has one (vq: Euclidean k-means), else
+  level_kmeans.reseed (the spherical k-means of a tied linear level). live: optional (n1,)
+  weights of the Level-1 atoms for Level 2's fit (`reseed_live`; the training step passes them).
   """
   if not cfg.reseed_every:
     return params
@@ -196,10 +208,10 @@ def reseed_levels(params, cfg: Config, step, live=None):
   key = jax.random.fold_in(jax.random.PRNGKey(0), jnp.asarray(step, jnp.uint32))
   for l in range(1, cfg.num_levels):
     below, k = params[l - 1]["W_dec"], jax.random.fold_in(key, l)
+    fit = getattr(_fam(cfg, l), "reseed", level_kmeans.reseed)
 
-    def do(p, below=below, k=k):
-      return level_kmeans.reseed(k, p, below, cfg.reseed_restarts, cfg.reseed_iters,
-                                 live if l == 1 else None)
+    def do(p, below=below, k=k, fit=fit, w=live if l == 1 else None):
+      return fit(k, p, below, cfg.reseed_restarts, cfg.reseed_iters, w)
 
     params[l] = lax.cond(is_reseed_step(cfg, l, step), do, lambda p: dict(p), params[l])
   return tuple(params)

@@ -16,10 +16,16 @@ from `restarts` k-means++ starts (D^2 sampling on the residual ||x||^2 - max_r r
 W_enc = W_dec^T, b_enc = 0 (SPEC 1's init convention); b_dec is kept. Pure JAX: it runs inside the
 jitted step under lax.cond, with a key derived from the step.
 
+The same k-means++ / Lloyd / restart loop also runs the Euclidean objective (`EUCLIDEAN`: assign
+argmin_r ||x_j - c_r||^2, centre = weighted mean of its atoms, cost min_r ||x_j - c_r||^2), which is
+what the vq family's Level 2 (csae_jax/families/vq.py) optimises and re-seeds with.
+
 Optional atom weights w_j >= 0 (a 0/1 live mask: dead atoms should take no unit) weight the
 sums, the score and the D^2 sampling; an atom of weight 0 still gets an assignment.
 """
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +44,46 @@ def explained(x, centres):
   return jnp.maximum(proj.max(-1), 0.0) ** 2, jnp.argmax(proj, axis=-1)
 
 
+def sq_dists(x, centres):
+  """(n_atoms, n_units) ||x_j - c_r||^2, clipped at 0 (computed as ||x||^2 - 2 x.c + ||c||^2)."""
+  d2 = (jnp.sum(x * x, -1)[:, None] - 2.0 * x @ centres.T + jnp.sum(centres * centres, -1)[None])
+  return jnp.maximum(d2, 0.0)
+
+
+class Objective(NamedTuple):
+  """One k-means geometry: what an atom costs, how a seed atom and a group of atoms give a centre.
+
+  cost(x, centres)          -> (per-atom cost >= 0, assignment): the D^2 weights of k-means++ and
+                               the Lloyd assignment
+  seed(atom)                -> the centre k-means++ places on a sampled atom
+  update(sums, weights)     -> the centres of owned units (weighted sums and total weights)
+  score(x, centres, w)      -> the restart criterion, higher is better
+  """
+  cost: Callable
+  seed: Callable
+  update: Callable
+  score: Callable
+
+
+def _spherical_cost(x, centres):
+  best, assign = explained(x, centres)
+  return jnp.maximum(jnp.sum(x * x, -1) - best, 0.0), assign
+
+
+def _euclidean_cost(x, centres):
+  d2 = sq_dists(x, centres)
+  return d2.min(-1), jnp.argmin(d2, axis=-1)
+
+
+SPHERICAL = Objective(
+    cost=_spherical_cost, seed=_unit, update=lambda sums, _: _unit(sums),
+    score=lambda x, c, w: jnp.sum(w * explained(x, c)[0]))
+EUCLIDEAN = Objective(
+    cost=_euclidean_cost, seed=lambda a: a,
+    update=lambda sums, wsum: sums / jnp.maximum(wsum, _EPS)[:, None],
+    score=lambda x, c, w: -jnp.sum(w * _euclidean_cost(x, c)[0]))
+
+
 def _weights(x, w):
   return jnp.ones(x.shape[0], x.dtype) if w is None else jnp.asarray(w, x.dtype)
 
@@ -46,48 +92,50 @@ def _log(a):
   return jnp.where(a > 0, jnp.log(jnp.maximum(a, _EPS)), -jnp.inf)
 
 
-def plus_plus_init(key, x, n_units: int, w=None):
-  """k-means++ (D^2) seeding of n_units unit directions among the rows of x (n, d)."""
+def plus_plus_init(key, x, n_units: int, w=None, objective: Objective = SPHERICAL):
+  """k-means++ (D^2) seeding of n_units centres among the rows of x (n, d): unit directions for
+  SPHERICAL, the atoms themselves for EUCLIDEAN."""
   w = _weights(x, w)
-  sq = jnp.sum(x * x, -1)
   k0, key = jax.random.split(key)
-  first = _unit(x[jax.random.categorical(k0, _log(w))])
+  first = objective.seed(x[jax.random.categorical(k0, _log(w))])
   centres = jnp.zeros((n_units, x.shape[1]), x.dtype).at[0].set(first)
-  best = jnp.maximum(x @ first, 0.0) ** 2
+  best = objective.cost(x, first[None])[0]
 
   def body(i, carry):
     centres, best, key = carry
     key, sub = jax.random.split(key)
-    resid = w * jnp.maximum(sq - best, 0.0)
+    resid = w * best
     logits = jnp.where(jnp.all(resid <= 0), _log(w), _log(resid))
-    c = _unit(x[jax.random.categorical(sub, logits)])
-    return centres.at[i].set(c), jnp.maximum(best, jnp.maximum(x @ c, 0.0) ** 2), key
+    c = objective.seed(x[jax.random.categorical(sub, logits)])
+    return centres.at[i].set(c), jnp.minimum(best, objective.cost(x, c[None])[0]), key
 
   centres, _, _ = lax.fori_loop(1, n_units, body, (centres, best, key))
   return centres
 
 
-def lloyd(x, centres, iters: int, w=None):
-  """iters Lloyd iterations of the spherical (1-D subspace) k-means above."""
+def lloyd(x, centres, iters: int, w=None, objective: Objective = SPHERICAL):
+  """iters Lloyd iterations of `objective` (default: the spherical k-means above); a unit that owns
+  no atom (of positive weight) keeps its centre."""
   n_units = centres.shape[0]
   w = _weights(x, w)
 
   def body(_, c):
-    _, assign = explained(x, c)
+    _, assign = objective.cost(x, c)
     sums = jnp.zeros_like(c).at[assign].add(w[:, None] * x)
-    owned = jnp.zeros((n_units,), x.dtype).at[assign].add(w) > 0
-    return jnp.where(owned[:, None], _unit(sums), c)
+    wsum = jnp.zeros((n_units,), x.dtype).at[assign].add(w)
+    return jnp.where((wsum > 0)[:, None], objective.update(sums, wsum), c)
 
   return lax.fori_loop(0, iters, body, centres)
 
 
-def fit(key, x, n_units: int, restarts: int, iters: int, w=None):
+def fit(key, x, n_units: int, restarts: int, iters: int, w=None,
+        objective: Objective = SPHERICAL):
   """(centres (n_units, d), score) of the best of `restarts` k-means++ + Lloyd runs on x."""
   w = _weights(x, w)
 
   def one(k):
-    c = lloyd(x, plus_plus_init(k, x, n_units, w), iters, w)
-    return c, jnp.sum(w * explained(x, c)[0])
+    c = lloyd(x, plus_plus_init(k, x, n_units, w, objective), iters, w, objective)
+    return c, objective.score(x, c, w)
 
   cs, scores = jax.vmap(one)(jax.random.split(key, restarts))
   i = jnp.argmax(scores)

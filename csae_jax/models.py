@@ -69,12 +69,14 @@ class Model:
   def fold_scale(self, params, state, s):
     return self._impl.fold_scale(params, state, s, self.cfg)
 
-  def pre_step(self, params, step):
+  def pre_step(self, params, step, state=None):
     """Per-step parameter surgery before the loss (the cascade's level-start bias re-init, then
-    the optional k-means re-seeding of levels >= 2)."""
+    the optional k-means re-seeding of levels >= 2, on live atoms when the model state is given
+    and cascade.Config.reseed_live_tokens is set)."""
     if self.is_cascade:
       params = cascade_lib.reinit_level_biases(params, self.cfg, step)
-      return cascade_lib.reseed_levels(params, self.cfg, step)
+      return cascade_lib.reseed_levels(params, self.cfg, step,
+                                       cascade_lib.reseed_live(self.cfg, state))
     return params
 
   def decoder_mask(self, params):

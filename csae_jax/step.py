@@ -46,7 +46,7 @@ def init_train_state(model: Model, optimizer, key, x_first) -> TrainState:
 
 
 def train_step(model: Model, optimizer, schedule, ts: TrainState, x) -> tuple[TrainState, dict]:
-  params = model.pre_step(ts.params, ts.step)
+  params = model.pre_step(ts.params, ts.step, ts.model_state)
 
   (loss, out), grads = coupling.value_and_grad(model, params, ts.model_state, x, ts.step)
   updates, opt_state = optimizer.update(grads, ts.opt_state, params)

@@ -24,6 +24,7 @@ from bridge_torch.families import pannealing
 from bridge_torch.families import relu
 from bridge_torch.families import stacked
 from bridge_torch.families import topk
+from bridge_torch.families import vq
 
 FAMILIES: dict[str, ModuleType] = {
     "batchtopk": batchtopk,
@@ -34,6 +35,7 @@ FAMILIES: dict[str, ModuleType] = {
     "jumprelu": jumprelu,
     "matryoshka": matryoshka,
     "stacked": stacked,
+    "vq": vq,
 }
 
 CONTRACT = ("encode", "decode", "dense_activation", "atoms")

@@ -37,12 +37,12 @@ from csae_jax.evaluation import release as release_lib
 from csae_jax.evaluation import sources as sources_lib
 from csae_jax.evaluation import subjects as subjects_lib
 
-# Every registered family is a Table-1 method (registry order = the paper's); the families read
+# Every registered family with SPEC.table1 is a Table-1 method (registry order = the paper's); the families read
 # their facts from FamilySpec: flat ones are trained twice (n1, n2) and linked post hoc, the
 # others (Matryoshka's groups, Stacked's second SAE) form two levels on their own.
-FLAT_FAMILIES = families.names(hierarchy="flat")
-TWO_LEVEL_FAMILIES = tuple(n for n in families.names() if n not in FLAT_FAMILIES)
-TABLE_METHODS = families.names() + ("csae",)
+FLAT_FAMILIES = families.names(hierarchy="flat", table1=True)
+TWO_LEVEL_FAMILIES = tuple(n for n in families.names(table1=True) if n not in FLAT_FAMILIES)
+TABLE_METHODS = families.names(table1=True) + ("csae",)
 # Ablation -> the run it evaluates (hac / spectral cluster the posthoc source's Level-1 atoms).
 ABLATION_RUNS = {"partial_sg": "csae_partial", "bilateral_sg": "csae_bilateral",
                  "stacked": "stacked", "hac": None, "spectral": None, "full": "csae_full"}
@@ -191,14 +191,22 @@ def run_models(config, d: int) -> dict[str, dict]:
       out[run] = {"name": run, "d": d, "options": _two_level_options(config, run)}
     else:
       mode = run.split("_")[1]
-      lv1 = dict(family="batchtopk", n=config.n1, k=config.k1)
-      lv2 = dict(family="batchtopk", n=config.n2, k=config.k2)
-      lv1.update(_plain(config.csae.level1))
-      lv2.update(_plain(config.csae.level2))
+      lv1 = _cascade_level(config.csae.level1, config.n1, config.k1)
+      lv2 = _cascade_level(config.csae.level2, config.n2, config.k2)
       casc = _plain(config.csae.cascade)
       casc["stop_gradient"] = mode
       out[run] = {"name": "cascade", "d": d, "levels": [lv1, lv2], "cascade": casc}
   return out
+
+
+def _cascade_level(level_config, n: int, k: int) -> dict:
+  """One cascade level: BatchTopK unless level_config names a family; n, and k when the family is
+  k-sparse (a vq Level 2 has none), unless level_config sets them."""
+  lv = dict(family="batchtopk", n=n)
+  lv.update(_plain(level_config))
+  if families.spec(lv["family"]).k_sparse:
+    lv.setdefault("k", k)
+  return lv
 
 
 def train_config(config, model: dict, train_path: str):

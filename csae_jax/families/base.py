@@ -9,6 +9,8 @@ A family is a module with:
   loss(params, state, x, cfg, *, step, row_mask=None, target=None) -> (scalar, LossOutput)
   dense_activation(params, x, cfg) -> (B, n) ReLU of the pre-activation (parents, steering)
   fold_scale(params, state, s, cfg) -> (params, state) for raw activations x_raw = s * x
+  reseed(key, params, atoms, restarts, iters, w) -> params   optional: the family's own k-means
+                           re-seeding as a cascade level (default: level_kmeans.reseed)
   SPEC                     FamilySpec: the facts other modules read instead of comparing names
                            (docs/families.md says why each one exists)
 `row_mask` (B,) restricts every mean to the marked rows (Level-2 dynamic masking, SPEC 3);
@@ -184,7 +186,7 @@ def fold_linear_scale(params, state, s, extra_scaled=("b_enc",)):
 
 
 # ----------------------------------------------------------------------------- declared facts
-SELECTIONS = ("dense", "row_topk", "batch_topk", "jump", "gate")
+SELECTIONS = ("dense", "row_topk", "batch_topk", "jump", "gate", "nearest")
 HIERARCHIES = ("flat", "groups", "on_codes")
 
 
@@ -214,7 +216,8 @@ class FamilySpec:
   display      the name tables and plots print
   selection    how codes are chosen from the pre-activation (SELECTIONS): "dense" (ReLU codes),
                "row_topk" (k per token), "batch_topk" (k x rows per batch in training, a threshold
-               at inference), "jump" (learned per-latent threshold), "gate" (a separate gate path)
+               at inference), "jump" (learned per-latent threshold), "gate" (a separate gate path),
+               "nearest" (one-hot on the nearest centre, vq)
   centred      the encoder reads x - b_dec (SAELens apply_b_dec_to_input)
   latent_axes  a tree shaped like the params: Latent(axis, count) on each axis that indexes
                latents, None on the others (the mesh splits latent axes over "model")
@@ -228,6 +231,8 @@ class FamilySpec:
                architecture); raises ValueError when the params cannot be written that way
   paper_options  options of the paper's flat baseline beyond n (and k, when k-sparse); None: the
                paper trains no flat baseline of this family
+  table1       a method of the paper's Table 1 (the experiment grid trains and tabulates it);
+               False for families that exist only as a cascade level option (vq)
   """
   name: str
   display: str
@@ -239,6 +244,7 @@ class FamilySpec:
   saelens_architecture: str | None = None
   saelens: Callable[..., SAELensLevel] | None = None
   paper_options: Mapping[str, Any] | None = None
+  table1: bool = True
 
   def __post_init__(self):
     if self.selection not in SELECTIONS:

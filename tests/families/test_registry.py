@@ -23,7 +23,7 @@ CONTRACT = ("init", "init_state", "encode", "decode", "loss", "dense_activation"
 FIELD_TYPES = {"name": str, "display": str, "selection": str, "centred": bool, "latent_axes": dict,
                "hierarchy": str, "cascade_level": bool,
                "saelens_architecture": (str, type(None)), "saelens": (type(None),),
-               "paper_options": (dict, type(None))}
+               "paper_options": (dict, type(None)), "table1": bool}
 
 
 def tiny_config(name):

@@ -28,11 +28,9 @@ import numpy as np
 
 from bench import level2_pilot
 from csae_jax import level_kmeans
-from csae_jax.benchmarks import generators as gen
 from csae_jax.benchmarks import scoring
 from csae_jax.benchmarks import suite
 from csae_jax.evaluation import codes as codes_lib
-from csae_jax.evaluation import sources
 from csae_jax.evaluation import subjects as subjects_lib
 
 
@@ -46,18 +44,10 @@ def _sse(x, labels):
 
 def main(argv):
   from sklearn import cluster as skc
-  import os
-
   regime, seed, steps = argv[1], int(argv[2]), int(argv[3])
   over = json.loads(argv[4]) if len(argv) > 4 else {}
   c = level2_pilot.config(steps, over)
-  d = f"/tmp/level2_pilot_data/{regime}_s{seed}"
-  if not os.path.exists(os.path.join(d, "truth.npz")):
-    suite.write_dataset(gen.make_dataset(gen.regime_config(regime, seed)), d, 0.2, seed)
-  tr, te, truth = suite.load_dataset(d)
-  scale = float(np.sqrt(np.mean(np.sum(np.square(tr.tokens, dtype=np.float64), -1))))
-  tr = sources.ArraySource(tr.tokens / scale, tr.token_offsets)
-  te = sources.ArraySource(te.tokens / scale, te.token_offsets)
+  tr, te, truth = level2_pilot.dataset(regime, seed)
   runs = suite.train_runs(c, ["csae_full"], tr, seed, log=lambda m: None)
   model, params, state, _ = runs["csae_full"]
   subject = subjects_lib.from_model(model, params, state)

@@ -15,12 +15,9 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from configs import benchmark_hierarchy
 from csae_jax.benchmarks import generators as gen
 from csae_jax.benchmarks import suite
-from csae_jax.evaluation import sources
 
 
 def config(steps: int, over: dict):
@@ -37,18 +34,21 @@ def config(steps: int, over: dict):
   return c
 
 
+def dataset(regime: str, seed: int):
+  """(train, eval, truth) of one generated regime and seed, scaled as the benchmark scales them
+  (generated under /tmp/level2_pilot_data on first use)."""
+  d = f"/tmp/level2_pilot_data/{regime}_s{seed}"
+  if not os.path.exists(os.path.join(d, "truth.npz")):
+    suite.write_dataset(gen.make_dataset(gen.regime_config(regime, seed)), d, 0.2, seed)
+  return suite.load_scaled_dataset(d)
+
+
 def main(argv):
   regime, seed, steps = argv[1], int(argv[2]), int(argv[3])
   over = json.loads(argv[4]) if len(argv) > 4 else {}
   methods = argv[5].split(",") if len(argv) > 5 else ["csae_full"]
   c = config(steps, over)
-  d = f"/tmp/level2_pilot_data/{regime}_s{seed}"
-  if not os.path.exists(os.path.join(d, "truth.npz")):
-    suite.write_dataset(gen.make_dataset(gen.regime_config(regime, seed)), d, 0.2, seed)
-  tr, te, truth = suite.load_dataset(d)
-  scale = float(np.sqrt(np.mean(np.sum(np.square(tr.tokens, dtype=np.float64), -1))))
-  tr = sources.ArraySource(tr.tokens / scale, tr.token_offsets)
-  te = sources.ArraySource(te.tokens / scale, te.token_offsets)
+  tr, te, truth = dataset(regime, seed)
   t0 = time.time()
   needed = sorted({r for m in methods for r in suite.RUNS_OF[m]})
   runs = suite.train_runs(c, needed, tr, seed, log=lambda m: None)

@@ -68,6 +68,32 @@ def test_plus_plus_init_takes_one_atom_per_well_separated_bundle():
     assert sorted(labels[picked]) == [0, 1, 2]
 
 
+def test_greedy_plus_plus_prefers_the_candidate_that_lowers_the_cost_most():
+  # Two bundles of 20 atoms (e1, e2) and one outlier at 3 e3. After a first centre in bundle e1,
+  # D^2 sampling gives the outlier ~1/5 of the mass; taking it lowers the total cost by ~10, a
+  # bundle-e2 atom by ~40. Greedy (8 trials) never takes the outlier; plain k-means++ sometimes.
+  rng = np.random.default_rng(3)
+  d = 6
+  x = np.concatenate([np.eye(d)[0] + 0.02 * rng.normal(size=(20, d)),
+                      np.eye(d)[1] + 0.02 * rng.normal(size=(20, d)), 3.0 * np.eye(d)[2:3]])
+  xj = jnp.asarray(x, jnp.float32)
+
+  def second_on_outlier(seed, trials):
+    c = np.asarray(km.plus_plus_init(jax.random.PRNGKey(seed), xj, 2, None, km.EUCLIDEAN,
+                                     trials))
+    first = int(np.argmin(((x - c[0]) ** 2).sum(1)))
+    second = int(np.argmin(((x - c[1]) ** 2).sum(1)))
+    return first < 20, second == 40
+
+  seeds = [s for s in range(40) if second_on_outlier(s, 8)[0]]
+  assert len(seeds) >= 10
+  assert not any(second_on_outlier(s, 8)[1] for s in seeds)
+  assert any(second_on_outlier(s, 1)[1] for s in range(40) if second_on_outlier(s, 1)[0])
+  assert km.default_trials(24) == 2 + int(np.log(24))
+  with pytest.raises(ValueError, match="trials"):
+    km.plus_plus_init(jax.random.PRNGKey(0), xj, 2, trials=0)
+
+
 def test_fit_recovers_bundles_and_reports_its_score():
   rng = np.random.default_rng(2)
   x, labels, _ = bundles(rng)

@@ -110,6 +110,14 @@ def load_dataset(directory: str):
   return tr, te, truth
 
 
+def load_scaled_dataset(directory: str):
+  """load_dataset with both splits divided by the training tokens' RMS norm (E||x||^2 = 1)."""
+  tr, te, truth = load_dataset(directory)
+  scale = float(np.sqrt(np.mean(np.sum(np.square(tr.tokens, dtype=np.float64), -1))))
+  return (sources_lib.ArraySource(tr.tokens / scale, tr.token_offsets),
+          sources_lib.ArraySource(te.tokens / scale, te.token_offsets), truth)
+
+
 def datasets(config, workdir: str) -> list[tuple[str, int, str]]:
   """[(regime name, seed, directory)] to benchmark, generating what is missing."""
   if config.datasets:
@@ -202,10 +210,7 @@ def run_dataset(config, regime, seed, directory, results_dir, log=print) -> dict
       saved = json.load(f)
     if saved.get("fingerprint") == fp and all(m in saved["scores"] for m in methods):
       return saved
-  train_src, eval_src, truth = load_dataset(directory)
-  scale = float(np.sqrt(np.mean(np.sum(np.square(train_src.tokens, dtype=np.float64), -1))))
-  train_src = sources_lib.ArraySource(train_src.tokens / scale, train_src.token_offsets)
-  eval_src = sources_lib.ArraySource(eval_src.tokens / scale, eval_src.token_offsets)
+  train_src, eval_src, truth = load_scaled_dataset(directory)
   needed = sorted({r for m in methods for r in RUNS_OF[m]})
   log(f"{regime} seed {seed}: training {', '.join(needed)}")
   runs = train_runs(config, needed, train_src, seed, log)

@@ -29,7 +29,7 @@ def get_config():
     c.generator[r] = ml_collections.ConfigDict()
   c.eval_fraction = 0.2
   c.n1, c.n2, c.k1, c.k2 = 192, 24, 3, 1
-  c.steps = 1500
+  c.steps = 4000                  # Level 1 of regime (d) needs ~4000 steps for .85 of its children
   c.batch_size = 1024
   c.lr = 3e-3
   c.warmup_steps = 20

@@ -343,9 +343,13 @@ def read_export_files(path) -> tuple[dict, dict[str, np.ndarray]]:
     n = lv["config"]["n"]
     p = _unflatten(tensors, f"level{i}")
     core = p.get("sae1", p)
+    # Every family has atoms and an origin; W_enc only where the family has an encoder (a vq
+    # level scores with its centres). load_export checks the whole tree against the family.
     expect = {"W_enc": (d, n), "W_dec": (n, d), "b_dec": (d,)}
     for name, shape in expect.items():
       if name not in core:
+        if name == "W_enc":
+          continue
         raise ExportError(f"{w_path}: level {i} has no tensor {name!r}")
       if tuple(core[name].shape) != shape:
         raise ExportError(f"{w_path}: level {i} {name} has shape {tuple(core[name].shape)}, "
@@ -367,6 +371,7 @@ def load_export(path) -> Export:
     cfg = make_config(fam, **dict(lv["config"]))
     p = _unflatten(tensors, f"level{i}")
     st_saved = p.pop("state", {})
+    _check_param_tree(p, get_family(fam).SPEC.latent_axes, f"{path}: level {i} ({fam})")
     st = dict(get_family(fam).init_state(cfg))
     for k, v in st_saved.items():
       st[k] = jnp.asarray(v)
@@ -385,6 +390,19 @@ def load_export(path) -> Export:
     return Export(config, Model("cascade", ccfg), tuple(params), tuple(states), parents)
   fam, cfg = levels[0]
   return Export(config, Model(fam, cfg), params[0], states[0], ())
+
+
+def _check_param_tree(params: dict, like: dict, where: str) -> None:
+  """The exported tensors of a level name exactly the family's parameters (its SPEC tree)."""
+  missing, extra = sorted(set(like) - set(params)), sorted(set(params) - set(like))
+  if missing or extra:
+    raise ExportError(f"{where}: tensors do not match the family's parameters (missing "
+                      f"{missing}, unexpected {extra})")
+  for k, v in like.items():
+    if isinstance(v, dict):
+      if not isinstance(params[k], dict):
+        raise ExportError(f"{where}: {k!r} must be a group of tensors")
+      _check_param_tree(params[k], v, f"{where}.{k}")
 
 
 def jax_tree(tree):

@@ -115,7 +115,8 @@ def _to_dict(c) -> dict:
 
 
 def build_model(model_config, total_steps: int | None = None) -> Model:
-  """Model from config.model; k annealing over k_anneal_frac x total_steps for cascades."""
+  """Model from config.model; for cascades k annealing over k_anneal_frac x total_steps and
+  re-seeding up to reseed_until_frac x total_steps."""
   mc = _to_dict(model_config)
   name = mc.get("name")
   if name is None:
@@ -130,6 +131,15 @@ def build_model(model_config, total_steps: int | None = None) -> Model:
   levels_cfg = mc.get("levels") or []
   casc = _to_dict(mc.get("cascade"))
   frac = casc.pop("k_anneal_frac", 0.1)
+  # Re-seeding up to a fraction of the run (so a config stays right when --config.steps changes);
+  # an explicit reseed_until wins.
+  until_frac = casc.pop("reseed_until_frac", None)
+  if until_frac is not None:
+    if isinstance(until_frac, bool) or not 0.0 <= float(until_frac) <= 1.0:
+      raise ValueError(f"cascade.reseed_until_frac must be in [0, 1], got {until_frac!r}")
+    if not total_steps:
+      raise ValueError("cascade.reseed_until_frac needs the run's total_steps")
+    casc.setdefault("reseed_until", int(float(until_frac) * total_steps))
   levels = []
   for i, lv in enumerate(levels_cfg):
     lv = _to_dict(lv)

@@ -256,3 +256,19 @@ def test_model_size_and_orphan_atoms():
   p0[1]["b_enc"] = p0[1]["b_enc"] - 100.0 * (np.arange(N2) >= 0)   # Level 2 reads nothing
   (pm,) = model.parent_maps(to32(p0))
   np.testing.assert_array_equal(np.asarray(pm), np.full(N1, -1))
+
+
+def test_reseed_until_frac_follows_the_run_length():
+  lv = [dict(family="relu", n=4), dict(family="relu", n=2)]
+  for steps, want in ((1000, 900), (4000, 3600)):
+    m = models.build_model(dict(name="cascade", d=8, levels=lv, cascade=dict(
+        reseed_every=50, reseed_until_frac=0.9)), total_steps=steps)
+    assert m.cfg.reseed_until == want
+  m = models.build_model(dict(name="cascade", d=8, levels=lv, cascade=dict(
+      reseed_every=50, reseed_until_frac=0.9, reseed_until=7)), total_steps=1000)
+  assert m.cfg.reseed_until == 7
+  with pytest.raises(ValueError, match="reseed_until_frac must be in"):
+    models.build_model(dict(name="cascade", d=8, levels=lv,
+                            cascade=dict(reseed_until_frac=1.5)), total_steps=10)
+  with pytest.raises(ValueError, match="needs the run's total_steps"):
+    models.build_model(dict(name="cascade", d=8, levels=lv, cascade=dict(reseed_until_frac=0.5)))

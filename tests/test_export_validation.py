@@ -89,6 +89,45 @@ def test_parent_index_out_of_range(exports, tmp_path):
     export.read_export_files(dst)
 
 
+def _rewritten(src, dst, edit_tensors):
+  from safetensors.numpy import load_file, save_file
+  dst.mkdir()
+  tensors = load_file(str(src / export.WEIGHTS_FILE))
+  edit_tensors(tensors)
+  save_file(tensors, str(dst / export.WEIGHTS_FILE))
+  cfg = json.loads((src / export.CONFIG_FILE).read_text())
+  cfg["weights_sha256"] = export._sha256(dst / export.WEIGHTS_FILE)
+  (dst / export.CONFIG_FILE).write_text(json.dumps(cfg))
+  return dst
+
+
+def test_a_missing_family_tensor_is_named(exports, tmp_path):
+  """W_enc may be absent at the NumPy check (a vq level has none), so load_export checks the
+  whole tree against the family: a TopK level without W_enc (or with a stray tensor) is refused."""
+  bad = _rewritten(exports[0], tmp_path / "no_enc", lambda t: t.pop("level1.W_enc"))
+  export.read_export_files(bad)
+  with pytest.raises(export.ExportError, match=r"missing \['W_enc'\], unexpected \[\]"):
+    export.load_export(bad)
+  bad = _rewritten(exports[0], tmp_path / "stray", lambda t: t.update(
+      {"level1.W_extra": np.zeros(3, np.float32)}))
+  with pytest.raises(export.ExportError, match=r"unexpected \['W_extra'\]"):
+    export.load_export(bad)
+
+
+def test_a_vq_level_exports_and_loads_without_an_encoder(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from csae_jax import models
+  model = models.build_model(dict(name="cascade", d=6, levels=[
+      dict(family="topk", n=10, k=2, aux_k=None), dict(family="vq", n=3)]))
+  params, state = model.init(jax.random.PRNGKey(0), jnp.ones((4, 6)))
+  out = export.export_model(tmp_path / "vq", model, params, state)
+  loaded = export.load_export(out)
+  assert set(loaded.params[1]) == {"W_dec", "b_dec"}
+  np.testing.assert_array_equal(np.asarray(loaded.params[1]["W_dec"]),
+                                np.asarray(params[1]["W_dec"]))
+
+
 def test_malformed_safetensors_header(exports, tmp_path):
   dst = tmp_path / "header"
   dst.mkdir()

@@ -4,7 +4,8 @@
       --settings=raw:1,raw:0.02,ratio:0.1,ratio:0.01,bilateral:0 --k_anneal_frac=0.1 \
       --out=/tmp/sweep.jsonl
 
-Trains CSAE (Level 2 BatchTopK n2, k2 1; the benchmark's settings) on one generated regime for
+Trains CSAE (Level 2 of n2 units: the benchmark's CSAE settings, a re-seeded vq Level 2 since
+2026-12-03) on one generated regime for
 each coupling setting and appends one JSON line per run: children recovered (cos > .9), parent
 ARI, the collapse figures (fraction of fired Level-1 atoms closer to a parent direction than to
 every child; number of distinct directions among fired atoms at cos > .95) and the raw coupling
@@ -48,11 +49,7 @@ def main(argv):
   ds = gen.make_dataset(gen.regime_config(_REGIME.value, _SEED.value))
   d = f"/tmp/coupling_sweep_data/{_REGIME.value}_s{_SEED.value}"
   suite.write_dataset(ds, d, 0.2, _SEED.value)
-  tr, te, truth = suite.load_dataset(d)
-  scale = float(np.sqrt(np.mean(np.sum(np.square(tr.tokens, dtype=np.float64), -1))))
-  from csae_jax.evaluation import sources
-  tr = sources.ArraySource(tr.tokens / scale, tr.token_offsets)
-  te = sources.ArraySource(te.tokens / scale, te.token_offsets)
+  tr, te, truth = suite.load_scaled_dataset(d)
   for setting in suite.split_list(_SETTINGS.value):
     mode, alpha = setting.split(":")
     casc = c.experiment.csae.cascade

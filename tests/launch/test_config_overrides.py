@@ -77,3 +77,10 @@ def test_steer_takes_workdir_like_train():
   assert flags.FLAGS["workdir"].name == "workdir"       # defined by launch.steer
   with pytest.raises(ValueError, match="--workdir"):
     steer.resolve_export(parse("configs/tutorial_steer.py"), "/tmp/none", "")
+
+
+def test_a_config_argument_picks_the_papers_level2():
+  c = parse("configs/benchmark_hierarchy.py:paper", "--config.steps=10", lock=True)
+  assert c.steps == 10 and c.experiment.csae.level2.to_dict() == dict(aux_k=None,
+                                                                        threshold_start=50)
+  assert parse("configs/benchmark_hierarchy.py").experiment.csae.level2.family == "vq"

@@ -90,3 +90,13 @@ def test_release_csae_setting():
   assert config.batch_size * config.steps == pytest.approx(500e6, rel=1e-3)
   with pytest.raises(ValueError, match="needs config.data.path"):
     cfg_lib.validate(cfg_lib.complete(config))
+
+
+def test_planted_configs_choose_the_level2():
+  from configs import benchmark_hierarchy, experiments_planted
+  assert experiments_planted.get_config().csae.level2.family == "vq"
+  assert experiments_planted.get_config().csae.cascade.reseed_every == 250
+  paper = benchmark_hierarchy.get_config("paper").experiment.csae
+  assert "family" not in paper.level2 and "reseed_every" not in paper.cascade
+  with pytest.raises(ValueError, match="must be one of"):
+    experiments_planted.get_config("kmeans")

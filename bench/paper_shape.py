@@ -4,6 +4,7 @@ r"""The CSAE step at the authors' release shapes against a PyTorch transcription
   ... --rounds=5 --variants=default,dense,masked --torch_threads=2
   ... --compute_dtype=bfloat16      # bf16 encoder matmuls vs the release under bf16 autocast
   ... --memory                      # peak RSS of each step alone (one subprocess each)
+  ... --breakdown                   # + the default step's loss forward and its update alone
   CSAE_JEMALLOC=0 ...               # glibc malloc (default: re-exec under jemalloc, purging off,
                                     # as the launch scripts do; the torch side runs under it too)
 
@@ -64,6 +65,8 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
                            "Encoder matmul precision (JAX compute_dtype; torch bf16 autocast).")
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "Skip the release column.")
 _MEMORY = flags.DEFINE_bool("memory", False, "Also measure each step's peak RSS alone.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the default step's loss forward and "
+                                "its optimizer update (projection, clip, Adam, renorm) alone.")
 _ONLY = flags.DEFINE_string("only", "", "internal: time one method alone (memory subprocess).")
 
 VARIANTS = {
@@ -108,6 +111,40 @@ def jax_step(variant: str, x):
     return metrics
 
   return run, float(m["l2/live_atoms"]), "sort(" in hlo
+
+
+def breakdown_fns(x):
+  """{fwd, update}: the default step's loss forward alone (selection, gathers, both levels' loss:
+  the floor's matmuls plus what the forward adds to them) and its update alone on a fixed gradient
+  (projection, clip, per-level Adam, renormalisation: what it adds to a bare Adam pass)."""
+  from csae_jax import conventions as cv  # pylint: disable=import-outside-toplevel
+  from csae_jax import coupling  # pylint: disable=import-outside-toplevel
+  model = build_model(model_config("default"), 100_000)
+  opt, _ = step_lib.make_optimizer(model, 100_000, lr=1e-4, warmup_steps=0)
+  ts = step_lib.init_train_state(model, opt, jax.random.PRNGKey(0), x)
+  xs = jnp.asarray(x)
+  fwd = jax.jit(lambda p, st, x: model.loss(p, st, x, step=ts.step)[0])
+  _, grads = jax.jit(lambda p, st, x: coupling.value_and_grad(model, p, st, x, ts.step))(
+      ts.params, ts.model_state, xs)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def update(p, o, g):
+    u, o = opt.update(g, o, p)
+    p = optax.apply_updates(p, u)
+    return cv.renormalize_decoders(p, model.decoder_mask(p)), o
+
+  state = {"p": ts.params, "o": ts.opt_state}
+
+  def run_update():
+    state["p"], state["o"] = update(state["p"], state["o"], grads)
+    jax.block_until_ready(state["p"])
+
+  def run_fwd():
+    jax.block_until_ready(fwd(state["p"], ts.model_state, xs))
+
+  run_update()
+  run_fwd()
+  return {"fwd": run_fwd, "update": run_update}
 
 
 def floor_fn(n_live: int):
@@ -259,6 +296,7 @@ def main(argv):
   floor = floor_fn(n_live)
   select, select_sort = selection_fn(n_live)
   adam = adam_fn()
+  parts = breakdown_fns(x) if _BREAKDOWN.value else {}
   if not _NO_TORCH.value:
     steps["release"] = release_step(x)
   print(f"cpu: {allocator.describe_cpu()}", flush=True)
@@ -270,6 +308,7 @@ def main(argv):
     row["floor"] = timed(floor, _REPS.value)
     row["adam"] = timed(adam, _REPS.value)
     row["l2_selection"] = timed(select, _REPS.value)
+    row.update({name: timed(fn, _REPS.value) for name, fn in parts.items()})
     rounds.append(row)
     print(f"round {r}: " + "  ".join(f"{k}={v:.3f}s" for k, v in row.items()), flush=True)
 
@@ -289,6 +328,11 @@ def main(argv):
         f"{rng([r[variants[0]] / (r['floor'] + r['adam']) for r in rounds])}")
   print(f"  L2 batch top-k ({n_live} x {_N2.value}) {rng([r['l2_selection'] for r in rounds])} s, "
         f"share of jax[{variants[0]}] {rng([r['l2_selection'] / r[variants[0]] for r in rounds])}")
+  if parts:
+    print(f"  loss forward alone {rng([r['fwd'] for r in rounds])} s (/floor "
+          f"{rng([r['fwd'] / r['floor'] for r in rounds])}); update alone "
+          f"{rng([r['update'] for r in rounds])} s (/Adam alone "
+          f"{rng([r['update'] / r['adam'] for r in rounds])})")
   if _MEMORY.value:
     print("peak RSS (MB, each step alone):", memory_table())
 

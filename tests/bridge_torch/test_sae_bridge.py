@@ -78,3 +78,24 @@ def test_wrong_width_is_refused(tmp_path):
   mod = tsae.load_export(export.export_model(tmp_path / "r", model, params, state)).level1
   with pytest.raises(ValueError, match="dimension 5 but the SAE expects d=12"):
     mod.encode(torch.zeros(3, 5))
+
+
+def test_a_vq_level_two_matches(tmp_path):
+  """The planted configs' default Level 2 (vq: nearest centre, no encoder) through the export:
+  the PyTorch level gives the JAX level's codes on the Level-1 atoms, and the same parents."""
+  import jax
+  from csae_jax import models
+  model = models.build_model(dict(name="cascade", d=16, levels=[
+      dict(family="batchtopk", n=24, k=3, aux_k=None), dict(family="vq", n=4)]))
+  params, state = model.init(jax.random.PRNGKey(0), jnp.asarray(raw_batch(d=16)))
+  rng = np.random.default_rng(3)
+  params = (params[0], dict(params[1], W_dec=jnp.asarray(rng.normal(size=(4, 16)), jnp.float32),
+                            b_dec=jnp.asarray(0.1 * rng.normal(size=16), jnp.float32)))
+  ex = tsae.load_export(export.export_model(tmp_path / "vq", model, params, state, input_scale=S))
+  want = np.asarray(cascade_lib.encode_atoms(params, state, model.cfg, 1))
+  with torch.no_grad():
+    got = ex.levels[1].encode(ex.levels[0].atoms()).numpy()
+  assert want.any() and (want > 0).sum(1).max() == 1     # one-hot nearest-centre codes
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ex.parents[0].numpy(),
+                                np.asarray(cascade_lib.parent_maps(params, model.cfg)[0]))

@@ -4,7 +4,8 @@
       csae_full,hac
 
 Arguments: regime, seed, steps, a JSON object of overrides (cascade.Config fields; "l2.NAME" for
-a Level-2 family field, null deletes it) and the benchmark methods to score. Everything else is
+a Level-2 family field, null deletes it; "c.NAME" for a benchmark config field such as c.n2 or
+c.abstain.parent_min_children) and the benchmark methods to score. Everything else is
 configs/benchmark_hierarchy.py. Prints one JSON line per method (children recovered, parent ARI,
 parent accuracy, seconds). Use non-benchmark seeds (the benchmark's are 0, 1, 2).
 """
@@ -24,7 +25,12 @@ def config(steps: int, over: dict):
   c = benchmark_hierarchy.get_config()
   c.steps = steps
   for k, v in over.items():
-    if k.startswith("l2."):
+    if k.startswith("c."):       # a benchmark config field (n2, steps, abstain.NAME, ...)
+      node, *path = [c] + k[2:].split(".")
+      for name in path[:-1]:
+        node = node[name]
+      node[path[-1]] = v
+    elif k.startswith("l2."):
       if v is None:
         del c.experiment.csae.level2[k[3:]]
       else:
@@ -57,6 +63,8 @@ def main(argv):
     print(json.dumps(dict(regime=regime, seed=seed, steps=steps, over=over, method=m,
                           children=round(s["children_recovered"], 3),
                           ari=round(s["parent_ari"], 3), acc=round(s["parent_accuracy"], 3),
+                          orphan_abstain=s.get("orphan_abstain"),
+                          child_abstain=round(s["child_abstain"], 3),
                           secs=round(time.time() - t0))), flush=True)
 
 

@@ -5,8 +5,9 @@
 
 The CSAE rows use the project's default CSAE (a re-seeded vq Level 2, coupling ratio .1); ":paper"
 gives the paper's BatchTopK Level 2 without re-seeding. Expected (2026-12-03): CSAE parent purity
-1.000 and ARI .86 on held-out images, HMS mean .51. The planted hierarchy (csae_jax.planted) is written as train / held-out activation stores, so this
-takes the same path as a real store. Figures are in docs/benchmarks.md.
+1.000 and ARI .86 on held-out images, HMS mean .51. The planted hierarchy (csae_jax.planted) is
+written as train / held-out activation stores, so this takes the same path as a real store.
+Figures are in docs/benchmarks.md.
 """
 import ml_collections
 

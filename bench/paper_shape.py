@@ -94,10 +94,15 @@ def data(seed=0):
 
 
 # ----------------------------------------------------------------------------- JAX
-def jax_step(variant: str, x):
+def train_setup(variant: str, x):
+  """(model, optimizer, schedule, initial TrainState) of a JAX step variant."""
   model = build_model(model_config(variant), 100_000)
   opt, sched = step_lib.make_optimizer(model, 100_000, lr=1e-4, warmup_steps=0)
-  ts = step_lib.init_train_state(model, opt, jax.random.PRNGKey(0), x)
+  return model, opt, sched, step_lib.init_train_state(model, opt, jax.random.PRNGKey(0), x)
+
+
+def jax_step(variant: str, x):
+  model, opt, sched, ts = train_setup(variant, x)
   step = step_lib.make_jitted_step(model, opt, sched)
   xs = jnp.asarray(x)
   hlo = step.lower(ts, xs).compile().as_text()
@@ -119,9 +124,7 @@ def breakdown_fns(x):
   (projection, clip, per-level Adam, renormalisation: what it adds to a bare Adam pass)."""
   from csae_jax import conventions as cv  # pylint: disable=import-outside-toplevel
   from csae_jax import coupling  # pylint: disable=import-outside-toplevel
-  model = build_model(model_config("default"), 100_000)
-  opt, _ = step_lib.make_optimizer(model, 100_000, lr=1e-4, warmup_steps=0)
-  ts = step_lib.init_train_state(model, opt, jax.random.PRNGKey(0), x)
+  model, opt, _, ts = train_setup("default", x)
   xs = jnp.asarray(x)
   fwd = jax.jit(lambda p, st, x: model.loss(p, st, x, step=ts.step)[0])
   _, grads = jax.jit(lambda p, st, x: coupling.value_and_grad(model, p, st, x, ts.step))(

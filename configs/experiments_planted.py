@@ -47,7 +47,6 @@ def get_config(arg: str | None = None):
   c.families.batchtopk.threshold_start = 50
   c.families.matryoshka.threshold_start = 50
   c.csae.level1 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
-  c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))   # ":paper"
   # Scale-free coupling (docs/hierarchy_quality.md): alpha is the target ratio of the Level-2 to
   # the Level-1 gradient norm on the Level-1 decoder. Raw alpha = 1 (the release) collapses Level 1.
   c.csae.cascade = ml_collections.ConfigDict(dict(k_anneal_frac=0.1, level_start_steps=(100,),
@@ -61,6 +60,8 @@ def get_config(arg: str | None = None):
     c.csae.level2 = ml_collections.ConfigDict(dict(family="vq"))
     c.csae.cascade.update(dict(reseed_every=250, reseed_until_frac=1.0, reseed_live_tokens=10240,
                                reseed_restarts=32, reseed_iters=50))
+  else:   # the paper's BatchTopK Level 2, set like Level 1
+    c.csae.level2 = ml_collections.ConfigDict(dict(aux_k=None, threshold_start=50))
   c.eval.chunk_tokens = 1024
   c.eval.top_images = 8
   c.report.max_parents = 50

@@ -345,13 +345,12 @@ def read_export_files(path) -> tuple[dict, dict[str, np.ndarray]]:
     core = p.get("sae1", p)
     # Every family has atoms and an origin; W_enc only where the family has an encoder (a vq
     # level scores with its centres). load_export checks the whole tree against the family.
+    for name in ("W_dec", "b_dec"):
+      if name not in core:
+        raise ExportError(f"{w_path}: level {i} has no tensor {name!r}")
     expect = {"W_enc": (d, n), "W_dec": (n, d), "b_dec": (d,)}
     for name, shape in expect.items():
-      if name not in core:
-        if name == "W_enc":
-          continue
-        raise ExportError(f"{w_path}: level {i} has no tensor {name!r}")
-      if tuple(core[name].shape) != shape:
+      if name in core and tuple(core[name].shape) != shape:
         raise ExportError(f"{w_path}: level {i} {name} has shape {tuple(core[name].shape)}, "
                           f"expected {shape} (d={d}, n={n})")
   return config, tensors

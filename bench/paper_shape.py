@@ -194,8 +194,8 @@ def selection_fn(n_live: int):
   (capacity x n2) scores with n_live valid rows, capacity = the bucket that the step picks."""
   bound = _K1.value * _B.value
   cap = min([c for c in compaction.buckets(bound, _N1.value) if c >= n_live] or [bound])
-  z = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(2), (cap, _N2.value)))
   valid = jnp.arange(cap) < n_live
+  z = sparse.masked_scores(jax.random.normal(jax.random.PRNGKey(2), (cap, _N2.value)), valid)
   c = max(sparse.ROW_CAP_MIN, sparse.ROW_CAP_FACTOR * _K2.value)
   f = jax.jit(lambda z, m: sparse.select_batch(z, _K2.value, c, m, cap))
   hlo = f.lower(z, valid).compile().as_text()

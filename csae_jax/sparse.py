@@ -69,15 +69,18 @@ def preact(params, x, compute_dtype=jnp.float32):
 
 
 # ----------------------------------------------------------------------------- selection
-def _masked_relu(z, row_mask):
-  zz = jnp.maximum(z, 0.0)
+def masked_scores(pre, row_mask=None):
+  """ReLU(pre), and -1 on rows outside row_mask (negative bits: never counted, never kept).
+
+  The selections below take these scores as they are: one materialised pass over the (B, n)
+  pre-activations, which the candidates' block maxima, the suspect rows and the winners'
+  values all read (a second ReLU / mask pass over the Level-2 scores cost ~0.1 s per step at
+  the release's shapes, docs/speed.md).
+  """
+  zz = jnp.maximum(pre, 0.0)
   if row_mask is not None:
-    zz = jnp.where(row_mask[:, None], zz, -1.0)   # negative bits: never counted, never kept
+    zz = jnp.where(row_mask[:, None], zz, -1.0)
   return zz
-
-
-def _row_candidates(z, c: int, row_mask):
-  return row_top_k(_masked_relu(z, row_mask), c)
 
 
 BLOCK = 16
@@ -102,9 +105,10 @@ def row_top_k(z, c: int):
   return vals, jnp.take_along_axis(cols, pos, axis=1)
 
 
-def select_rows(z, k, c: int, row_mask=None):
-  """Per-row top-k among the candidates: (vals, idx, keep (B, c), fits)."""
-  vals, idx = _row_candidates(z, c, row_mask)
+def select_rows(z, k, c: int):
+  """Per-row top-k among the candidates of scores z = masked_scores(...): (vals, idx, keep (B,
+  c), fits)."""
+  vals, idx = row_top_k(z, c)
   keep = (jnp.arange(c)[None, :] < k) & (vals > 0)
   fits = jnp.asarray(k, jnp.int32) <= c
   return vals, idx, keep, fits
@@ -116,7 +120,8 @@ SUSPECT_ELEMENTS = 1 << 21
 
 
 def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
-  """Batch top-(k * n_rows) as a flat entry list: (rows, cols, valid, fits).
+  """Batch top-(k * n_rows) of scores z = masked_scores(pre, row_mask) as a flat entry list:
+  (rows, cols, valid, fits). row_mask only counts the rows here (z already holds it).
 
   Each row's top-c candidates give a threshold t_c no larger than the true one, so a winner can
   lie outside the candidates only in a row whose smallest candidate reaches t_c ("suspect"). The
@@ -126,7 +131,7 @@ def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
   more winners than `capacity`, or a tie at the threshold (the dense tie-break decides those).
   """
   b, n = z.shape
-  vals, idx = _row_candidates(z, c, row_mask)
+  vals, idx = row_top_k(z, c)
   n_rows = b if row_mask is None else jnp.sum(row_mask, dtype=jnp.int32)
   k_total = jnp.asarray(n_rows * k, jnp.int32)
   bits = lax.bitcast_convert_type(vals, jnp.int32)
@@ -150,8 +155,7 @@ def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
 
   def with_suspects():
     sus_rows = jnp.nonzero(suspect, size=r, fill_value=0)[0].astype(jnp.int32)
-    full = lax.bitcast_convert_type(jnp.take(_masked_relu(z, row_mask), sus_rows, axis=0),
-                                    jnp.int32)
+    full = lax.bitcast_convert_type(jnp.take(z, sus_rows, axis=0), jnp.int32)
     full = jnp.where((jnp.arange(r) < n_suspect)[:, None], full, -1)
     cand = jnp.where(suspect[:, None], -1, bits)
     t = ops.kth_largest_bits_union([cand, full], k_total)
@@ -177,8 +181,9 @@ def flat_entries(keep, idx, capacity: int):
 
 
 def select_rows_flat(z, k, c: int, row_mask, capacity: int):
-  """Per-row top-k as a flat entry list: (rows, cols, valid, fits)."""
-  _, idx, keep, fits = select_rows(z, k, c, row_mask)
+  """Per-row top-k of z = masked_scores(...) as a flat entry list: (rows, cols, valid, fits)."""
+  del row_mask   # held by z
+  _, idx, keep, fits = select_rows(z, k, c)
   rows, cols, valid, fits_list = flat_entries(keep, idx, capacity)
   return rows, cols, valid, fits & fits_list
 
@@ -233,7 +238,7 @@ def _entry_preacts_bwd(res, a):
   if rows.shape[0] > n:
     d_w = jax.ops.segment_sum(per_entry, cols, num_segments=n).T    # rows of (n, d), transposed
   else:
-    d_w = jnp.zeros(w_enc.shape, a.dtype).at[:, cols].add(per_entry.T)
+    d_w = column_sums(per_entry, cols, n)
   per_latent = jax.ops.segment_sum(a, cols, num_segments=n)          # (n,)
   d_x = jax.ops.segment_sum((jnp.take(w_enc, cols, axis=1) * a).T, rows,
                             num_segments=x.shape[0])
@@ -241,6 +246,27 @@ def _entry_preacts_bwd(res, a):
 
 
 _entry_preacts.defvjp(_entry_preacts_fwd, _entry_preacts_bwd)
+
+
+def column_sums(per_entry, cols, n: int):
+  """(d, n) matrix whose column j is the sum of the rows of per_entry (K, d) with cols == j.
+
+  The entries' columns come in selection order, so a plain column scatter walks a cold stride-n
+  column for every entry (124 ms for K = 6144, d 1024, n 20000 on a Xeon; docs/speed.md). Here
+  the duplicates are first summed into one compact row per distinct column (a row segment sum,
+  the slot of column j being the number of distinct columns below it), and the compact rows are
+  scattered in increasing column order, so neighbouring columns share cache lines (44 ms). No
+  sort: the distinct columns in order are the nonzeros of a per-column count.
+  """
+  k = cols.shape[0]
+  present = jnp.zeros(n, jnp.int32).at[cols].add(1) > 0
+  slot = jnp.cumsum(present.astype(jnp.int32)) - 1
+  compact = jax.ops.segment_sum(per_entry, take_rows(slot, cols), num_segments=k)  # (K, d)
+  # Distinct columns ascending; the unused compact rows (zeros) go to the last column, which
+  # keeps the indices sorted.
+  distinct = jnp.nonzero(present, size=k, fill_value=n - 1)[0]
+  return jnp.zeros((per_entry.shape[1], n), per_entry.dtype).at[:, distinct].add(
+      compact.T, indices_are_sorted=True, mode="promise_in_bounds")
 
 
 def decode_entries(params, rows, cols, vals, num_rows: int):
@@ -312,11 +338,12 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
   """
   c = candidates(cfg, per_row)
   capacity = x.shape[0] * cfg.k      # winners at the target k; more (annealing) -> dense
-  z = sg(jax.nn.relu(preact(params, x, jnp.dtype(cfg.compute_dtype))))
+  z = sg(masked_scores(preact(params, x, jnp.dtype(cfg.compute_dtype)), row_mask))
   select = select_rows_flat if per_row else select_batch
   rows, cols, valid, fits = select(z, k, c, row_mask, capacity)
 
-  # A float32 selecting forward already holds the winners' pre-activations (relu'd: > 0 there).
+  # A float32 selecting forward already holds the winners' pre-activations (relu'd: > 0 there;
+  # winners lie in rows of row_mask, so the mask's -1 never reaches a valid entry).
   pre = z.at[rows, cols].get(mode="promise_in_bounds") if cfg.compute_dtype == "float32" else None
 
   def sparse_loss(p, xx, t):

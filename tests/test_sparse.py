@@ -151,3 +151,22 @@ def test_row_top_k_equals_lax_top_k(shape, c):
   want_vals, want_idx = jax.lax.top_k(z, c)
   np.testing.assert_array_equal(np.asarray(vals), np.asarray(want_vals))
   np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))
+
+
+@pytest.mark.parametrize("case", ["duplicates", "all_distinct", "one_column", "last_column"])
+def test_column_sums_equals_float64_scatter(case):
+  """column_sums (compact, then a sorted column scatter) against a NumPy float64 np.add.at."""
+  rng = np.random.default_rng(7)
+  k, d, n = 40, 6, 50
+  cols = {"duplicates": rng.integers(0, 12, k),
+          "all_distinct": rng.permutation(n)[:k],
+          "one_column": np.full(k, 17),
+          "last_column": np.r_[np.full(k // 2, n - 1), rng.integers(0, n, k - k // 2)]}[case]
+  per_entry = rng.normal(size=(k, d)).astype(np.float32)
+  per_entry[::5] = 0.0                      # padding entries carry zeros
+  want = np.zeros((d, n))
+  np.add.at(want.T, cols, per_entry.astype(np.float64))
+  got = jax.jit(sparse.column_sums, static_argnums=2)(
+      jnp.asarray(per_entry), jnp.asarray(cols, jnp.int32), n)
+  assert got.shape == (d, n)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,8 @@ r"""Cost of the sparse selections against one encoder matmul, in one run (ratios
   .venv/bin/python -m bench.selection [--B=4096 --n=8192 --d=1024 --k=32]
 
 Prints seconds per call and each selection's time as a multiple of x @ W_enc (B x d x n).
+"block maxima" is the sparse path's batch selection (sparse.select_batch, docs/speed.md section 5);
+the others are the dense path's masks (csae_jax/ops.py).
 """
 import time
 
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from csae_jax import ops
+from csae_jax import sparse
 
 _B = flags.DEFINE_integer("B", 4096, "Tokens per batch.")
 _N = flags.DEFINE_integer("n", 8192, "Dictionary size.")
@@ -34,13 +37,14 @@ def main(argv):
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(keys[0], (B, d))
   w = jax.random.normal(keys[1], (d, n)) / d ** 0.5
-  z = jax.nn.relu(jax.random.normal(keys[2], (B, n)))
+  z = jax.random.normal(keys[2], (B, n))
   base = timed(lambda x, w: x @ w, x, w)
   rows = [
       ("matmul x @ W_enc", base),
       ("batch top-k, full bisection", timed(lambda z: ops.topk_mask(z, B * k), z)),
       ("batch top-k, row candidates", timed(
           lambda z: ops.batch_topk_mask(z, B * k, row_cap=4 * k), z)),
+      ("batch top-k, block maxima", timed(lambda z: sparse.select_batch(z, k), z)),
       ("row top-k, lax.top_k", timed(lambda z: ops.row_topk_mask(z, k), z)),
       ("row top-k, traced k bisection", timed(
           lambda z: ops.topk_mask(z, jnp.int32(k), axis=-1), z)),

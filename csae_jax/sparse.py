@@ -7,10 +7,11 @@ gradient from gathered rows (one d-long dot product each), the decoder sums gath
 (a segment sum), and autodiff turns the gathers into scatter-adds, so both weight gradients touch
 only the K = k_max * B winning entries (docs/speed.md).
 
-Selection keeps the dense path's answer: each row's top-c candidates (one lax.top_k) hold every
-winner whenever the row is not saturated, and the flat list of winners has a static size K. When
-either bound fails (k annealing down from d, a saturated row) the step falls back to the dense
-computation inside lax.cond, so the result never depends on the bound.
+Selection keeps the dense path's answer, as a flat list of winners of static size K: the batch
+selection ranks block maxima (select_batch, exact for any distribution of the winners over rows),
+per-row TopK each row's top-c candidates. When a static bound fails (k annealing down from d, a
+saturated TopK row, a tie) the step falls back to the dense computation inside lax.cond, so the
+result never depends on the bound.
 """
 from __future__ import annotations
 
@@ -72,10 +73,9 @@ def preact(params, x, compute_dtype=jnp.float32):
 def masked_scores(pre, row_mask=None):
   """ReLU(pre), and -1 on rows outside row_mask (negative bits: never counted, never kept).
 
-  The selections below take these scores as they are: one materialised pass over the (B, n)
-  pre-activations, which the candidates' block maxima, the suspect rows and the winners'
-  values all read (a second ReLU / mask pass over the Level-2 scores cost ~0.1 s per step at
-  the release's shapes, docs/speed.md).
+  Per-row TopK takes these scores as they are: one materialised pass, which its candidates and
+  the winners' values read. The batch selection (select_batch) needs no such pass: it applies
+  the ReLU and the mask to block maxima.
   """
   zz = jnp.maximum(pre, 0.0)
   if row_mask is not None:
@@ -114,58 +114,80 @@ def select_rows(z, k, c: int):
   return vals, idx, keep, fits
 
 
-# Rows whose smallest candidate reaches the candidates' threshold may hold more winners: up to
-# SUSPECT_ELEMENTS / n of them are re-ranked in full (about 2M scores per bisection pass).
-SUSPECT_ELEMENTS = 1 << 21
+def _block_size(n: int) -> int:
+  """The largest divisor of n that is at most BLOCK (blocks must tile a row exactly)."""
+  return max(b for b in range(1, BLOCK + 1) if n % b == 0)
 
 
-def select_batch(z, k, c: int, row_mask=None, capacity: int | None = None):
-  """Batch top-(k * n_rows) of scores z = masked_scores(pre, row_mask) as a flat entry list:
-  (rows, cols, valid, fits). row_mask only counts the rows here (z already holds it).
+def _bits(v):
+  return lax.bitcast_convert_type(v, jnp.int32)
 
-  Each row's top-c candidates give a threshold t_c no larger than the true one, so a winner can
-  lie outside the candidates only in a row whose smallest candidate reaches t_c ("suspect"). The
-  suspect rows (up to a static number) are ranked in full, the true threshold is found over the
-  candidates of the other rows plus the suspect rows, and the winners are listed in one pass.
-  fits is False (the caller falls back to the dense path) when there are too many suspect rows,
-  more winners than `capacity`, or a tie at the threshold (the dense tie-break decides those).
+
+def _kth_largest(v, k_total):
+  """(k_total-th largest value of the non-negative float32 v, as int32 bits; bits of v)."""
+  bits = _bits(v)
+  return ops.kth_largest_bits_union([bits], k_total), bits
+
+
+def _gather_groups(groups, flags, capacity: int):
+  """Rows of `groups` (G, s) where `flags` (G,) is set, as a static (capacity, s) array (-1 past
+  the count), their indices, and the count."""
+  count = jnp.sum(flags, dtype=jnp.int32)
+  idx = jnp.nonzero(flags, size=capacity, fill_value=0)[0].astype(jnp.int32)
+  got = take_rows(groups, idx)
+  return jnp.where((jnp.arange(capacity) < count)[:, None], got, -1.0), idx, count
+
+
+def select_batch(pre, k, row_mask=None, capacity: int | None = None):
+  """Batch top-(k * n_rows) of relu(pre) over the rows in row_mask, as a flat entry list:
+  (rows, cols, valid, fits). Exact, and without sorting or a full-width top-k.
+
+  Three rounds of the same argument (docs/speed.md, "Selection by block maxima"): a row's scores
+  are cut into blocks of BLOCK, their maxima into superblocks of BLOCK blocks. The K-th largest
+  superblock maximum t_s is at most the K-th largest block maximum t_b (the K superblocks above
+  t_s hold K distinct blocks that reach it), which is at most the K-th largest score t. So every
+  block that reaches t_b lies in one of the K superblocks that reach t_s, and every winner in one
+  of the K blocks that reach t_b: each round ranks K x BLOCK gathered values instead of B x n.
+  fits is False (the caller takes the dense path) on a tie at any of the three thresholds (more
+  than `capacity` groups reach it, or more than K scores reach t) or when fewer than K scores are
+  positive; pre may hold masked scores (masked_scores) as well as raw pre-activations.
   """
-  b, n = z.shape
-  vals, idx = row_top_k(z, c)
+  b, n = pre.shape
+  s = _block_size(n)
   n_rows = b if row_mask is None else jnp.sum(row_mask, dtype=jnp.int32)
   k_total = jnp.asarray(n_rows * k, jnp.int32)
-  bits = lax.bitcast_convert_type(vals, jnp.int32)
-  t_c = ops.kth_largest_bits_union([bits], k_total)
-  suspect = (lax.bitcast_convert_type(vals.min(-1), jnp.int32) >= t_c) & (c < n)
-  r = max(1, min(b, SUSPECT_ELEMENTS // n)) if c < n else 1
-  n_suspect = jnp.sum(suspect, dtype=jnp.int32)
   capacity = b * k if capacity is None else capacity
-
-  def finish(t, keep, rows_of, cols_of):
-    count = jnp.sum(keep, dtype=jnp.int32)
-    pos = jnp.nonzero(keep, size=capacity, fill_value=0)[0]
-    fits = (n_suspect <= r) & (count == k_total) & (count <= capacity) & (t > 0)
-    return rows_of[pos], cols_of[pos], jnp.arange(capacity) < count, fits
-
-  cand_rows = jnp.repeat(jnp.arange(b, dtype=jnp.int32), c)
-  cand_cols = idx.reshape(-1).astype(jnp.int32)
-
-  def candidates_only():
-    return finish(t_c, (bits >= t_c).reshape(-1), cand_rows, cand_cols)
-
-  def with_suspects():
-    sus_rows = jnp.nonzero(suspect, size=r, fill_value=0)[0].astype(jnp.int32)
-    full = lax.bitcast_convert_type(jnp.take(z, sus_rows, axis=0), jnp.int32)
-    full = jnp.where((jnp.arange(r) < n_suspect)[:, None], full, -1)
-    cand = jnp.where(suspect[:, None], -1, bits)
-    t = ops.kth_largest_bits_union([cand, full], k_total)
-    keep = jnp.concatenate([(cand >= t).reshape(-1), (full >= t).reshape(-1)])
-    rows_of = jnp.concatenate([cand_rows, jnp.repeat(sus_rows, n)])
-    cols_of = jnp.concatenate([cand_cols, jnp.tile(jnp.arange(n, dtype=jnp.int32), r)])
-    return finish(t, keep, rows_of, cols_of)
-
-  # With no suspect row the candidates' threshold is the true one.
-  return lax.cond(n_suspect > 0, with_suspects, candidates_only)
+  # Block maxima of the scores: max(relu(p)) = relu(max(p)); masked rows -1 (never counted).
+  bmax = jnp.maximum(pre.reshape(b, n // s, s).max(-1), 0.0)
+  if row_mask is not None:
+    bmax = jnp.where(row_mask[:, None], bmax, -1.0)
+  nb = n // s
+  nbp = -(-nb // BLOCK) * BLOCK
+  bmax = jnp.pad(bmax, ((0, 0), (0, nbp - nb)), constant_values=-1.0)
+  smax = bmax.reshape(b, nbp // BLOCK, BLOCK).max(-1)                 # (b, superblocks)
+  t_s, sbits = _kth_largest(smax, k_total)
+  # Round 2: the block maxima of the superblocks that reach t_s.
+  sup_vals, sup_idx, n_sup = _gather_groups(bmax.reshape(-1, BLOCK), (sbits >= t_s).reshape(-1),
+                                            capacity)
+  t_b, bbits = _kth_largest(sup_vals, k_total)
+  # Round 3: the scores of the blocks that reach t_b.
+  hit = (bbits >= t_b).reshape(-1)
+  blk = (sup_idx[:, None] * BLOCK + jnp.arange(BLOCK, dtype=jnp.int32)).reshape(-1)  # in bmax
+  blk_row, blk_col = blk // nbp, blk % nbp                 # a hit block is never padding
+  n_blk = jnp.sum(hit, dtype=jnp.int32)
+  pos = jnp.nonzero(hit, size=capacity, fill_value=0)[0]
+  row_of, col_of = blk_row[pos], blk_col[pos]
+  vals = take_rows(pre.reshape(b * nb, s), row_of * nb + col_of)
+  vals = jnp.where((jnp.arange(capacity) < n_blk)[:, None], jnp.maximum(vals, 0.0), -1.0)
+  t, vbits = _kth_largest(vals, k_total)
+  keep = (vbits >= t).reshape(-1)
+  count = jnp.sum(keep, dtype=jnp.int32)
+  win = jnp.nonzero(keep, size=capacity, fill_value=0)[0]
+  rows = row_of[win // s]
+  cols = col_of[win // s] * s + (win % s).astype(jnp.int32)
+  fits = ((k_total <= capacity) & (n_sup <= capacity) & (n_blk <= capacity)
+          & (count == k_total) & (t > 0))
+  return rows, cols, jnp.arange(capacity) < count, fits
 
 
 def flat_entries(keep, idx, capacity: int):
@@ -336,14 +358,17 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
   winners' entries (values carry the gradient; codes are the same entries as a
   csae_jax.codes.Entries without gradient).
   """
-  c = candidates(cfg, per_row)
   capacity = x.shape[0] * cfg.k      # winners at the target k; more (annealing) -> dense
-  z = sg(masked_scores(preact(params, x, jnp.dtype(cfg.compute_dtype)), row_mask))
-  select = select_rows_flat if per_row else select_batch
-  rows, cols, valid, fits = select(z, k, c, row_mask, capacity)
+  pre_all = sg(preact(params, x, jnp.dtype(cfg.compute_dtype)))
+  if per_row:
+    z = masked_scores(pre_all, row_mask)
+    rows, cols, valid, fits = select_rows_flat(z, k, candidates(cfg, per_row), row_mask, capacity)
+  else:
+    z = pre_all          # the batch selection reads block maxima of the raw pre-activations
+    rows, cols, valid, fits = select_batch(pre_all, k, row_mask, capacity)
 
-  # A float32 selecting forward already holds the winners' pre-activations (relu'd: > 0 there;
-  # winners lie in rows of row_mask, so the mask's -1 never reaches a valid entry).
+  # A float32 selecting forward already holds the winners' pre-activations (> 0 there; winners
+  # lie in rows of row_mask, so the mask's -1 never reaches a valid entry).
   pre = z.at[rows, cols].get(mode="promise_in_bounds") if cfg.compute_dtype == "float32" else None
 
   def sparse_loss(p, xx, t):

@@ -62,11 +62,17 @@ def enabled(cfg, per_row: bool) -> bool:
           and cfg.k <= AUTO_MAX_K_FRACTION * cfg.n)
 
 
-def preact(params, x, compute_dtype=jnp.float32):
-  """W_enc (x - b_dec) + b_enc with matmul inputs in compute_dtype, float32 accumulation."""
+def preact(params, x, compute_dtype=jnp.float32, bias: bool = True):
+  """W_enc (x - b_dec) + b_enc with matmul inputs in compute_dtype, float32 accumulation.
+
+  bias=False leaves b_enc out: the batch selection adds it inside its own passes, so the (B, n)
+  sum is never written (one write and read of the scores, ~14 ms per step at the paper's Level-2
+  shape, docs/speed.md).
+  """
   xc = (x - params["b_dec"]).astype(compute_dtype)
   w = params["W_enc"].astype(compute_dtype)
-  return jnp.dot(xc, w, preferred_element_type=jnp.float32) + params["b_enc"]
+  out = jnp.dot(xc, w, preferred_element_type=jnp.float32)
+  return out + params["b_enc"] if bias else out
 
 
 # ----------------------------------------------------------------------------- selection
@@ -138,9 +144,10 @@ def _gather_groups(groups, flags, capacity: int):
   return jnp.where((jnp.arange(capacity) < count)[:, None], got, -1.0), idx, count
 
 
-def select_batch(pre, k, row_mask=None, capacity: int | None = None):
-  """Batch top-(k * n_rows) of relu(pre) over the rows in row_mask, as a flat entry list:
-  (rows, cols, valid, fits). Exact, and without sorting or a full-width top-k.
+def select_batch(pre, k, row_mask=None, capacity: int | None = None, bias=None):
+  """Batch top-(k * n_rows) of relu(pre + bias) over the rows in row_mask, as a flat entry list:
+  (rows, cols, valid, fits). Exact, and without sorting or a full-width top-k. bias: optional
+  (n,), added inside the block-maximum pass and to the gathered scores only.
 
   Three rounds of the same argument (docs/speed.md, "Selection by block maxima"): a row's scores
   are cut into blocks of BLOCK, their maxima into superblocks of BLOCK blocks. The K-th largest
@@ -157,11 +164,12 @@ def select_batch(pre, k, row_mask=None, capacity: int | None = None):
   n_rows = b if row_mask is None else jnp.sum(row_mask, dtype=jnp.int32)
   k_total = jnp.asarray(n_rows * k, jnp.int32)
   capacity = b * k if capacity is None else capacity
+  nb = n // s
+  bias = jnp.zeros((nb, s), pre.dtype) if bias is None else bias.reshape(nb, s)
   # Block maxima of the scores: max(relu(p)) = relu(max(p)); masked rows -1 (never counted).
-  bmax = jnp.maximum(pre.reshape(b, n // s, s).max(-1), 0.0)
+  bmax = jnp.maximum((pre.reshape(b, nb, s) + bias).max(-1), 0.0)
   if row_mask is not None:
     bmax = jnp.where(row_mask[:, None], bmax, -1.0)
-  nb = n // s
   nbp = -(-nb // BLOCK) * BLOCK
   bmax = jnp.pad(bmax, ((0, 0), (0, nbp - nb)), constant_values=-1.0)
   smax = bmax.reshape(b, nbp // BLOCK, BLOCK).max(-1)                 # (b, superblocks)
@@ -177,7 +185,7 @@ def select_batch(pre, k, row_mask=None, capacity: int | None = None):
   n_blk = jnp.sum(hit, dtype=jnp.int32)
   pos = jnp.nonzero(hit, size=capacity, fill_value=0)[0]
   row_of, col_of = blk_row[pos], blk_col[pos]
-  vals = take_rows(pre.reshape(b * nb, s), row_of * nb + col_of)
+  vals = take_rows(pre.reshape(b * nb, s), row_of * nb + col_of) + take_rows(bias, col_of)
   vals = jnp.where((jnp.arange(capacity) < n_blk)[:, None], jnp.maximum(vals, 0.0), -1.0)
   t, vbits = _kth_largest(vals, k_total)
   keep = (vbits >= t).reshape(-1)
@@ -359,17 +367,21 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
   csae_jax.codes.Entries without gradient).
   """
   capacity = x.shape[0] * cfg.k      # winners at the target k; more (annealing) -> dense
-  pre_all = sg(preact(params, x, jnp.dtype(cfg.compute_dtype)))
+  pre_all = sg(preact(params, x, jnp.dtype(cfg.compute_dtype), bias=per_row))
   if per_row:
     z = masked_scores(pre_all, row_mask)
     rows, cols, valid, fits = select_rows_flat(z, k, candidates(cfg, per_row), row_mask, capacity)
+    bias = 0.0
   else:
-    z = pre_all          # the batch selection reads block maxima of the raw pre-activations
-    rows, cols, valid, fits = select_batch(pre_all, k, row_mask, capacity)
+    # The batch selection reads block maxima of the raw products and adds b_enc itself.
+    z, b_enc = pre_all, sg(params["b_enc"])
+    rows, cols, valid, fits = select_batch(pre_all, k, row_mask, capacity, bias=b_enc)
+    bias = take_rows(b_enc, cols)
 
   # A float32 selecting forward already holds the winners' pre-activations (> 0 there; winners
   # lie in rows of row_mask, so the mask's -1 never reaches a valid entry).
-  pre = z.at[rows, cols].get(mode="promise_in_bounds") if cfg.compute_dtype == "float32" else None
+  pre = (z.at[rows, cols].get(mode="promise_in_bounds") + bias
+         if cfg.compute_dtype == "float32" else None)
 
   def sparse_loss(p, xx, t):
     vals = entry_values(p, xx, rows, cols, valid, pre)

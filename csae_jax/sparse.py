@@ -228,8 +228,9 @@ def take_rows(a, idx):
 def entry_values(params, x, rows, cols, valid, pre=None):
   """ReLU(W_enc[:, j] . (x_i - b_dec) + b_enc[j]) for each entry (i, j), with gradient.
 
-  pre: the entries' pre-activations from the selecting forward when that ran in float32 (then
-  nothing is recomputed); None recomputes them in float32 from gathered rows and columns.
+  pre: the entries' pre-activations as the selecting forward computed them (the training path
+  passes them: nothing is recomputed); None recomputes them in float32 from gathered rows and
+  columns (a strided column gather: ~50 ms per paper-shape step, docs/speed.md).
   """
   if pre is None:
     w = jnp.take(params["W_enc"], cols, axis=1)                 # (d, K)
@@ -378,10 +379,11 @@ def loss_by_path(params, x, target, cfg, k, row_mask, *, per_row: bool, dense, f
     rows, cols, valid, fits = select_batch(pre_all, k, row_mask, capacity, bias=b_enc)
     bias = take_rows(b_enc, cols)
 
-  # A float32 selecting forward already holds the winners' pre-activations (> 0 there; winners
-  # lie in rows of row_mask, so the mask's -1 never reaches a valid entry).
-  pre = (z.at[rows, cols].get(mode="promise_in_bounds") + bias
-         if cfg.compute_dtype == "float32" else None)
+  # The selecting forward already holds the winners' pre-activations (> 0 there; winners lie in
+  # rows of row_mask, so the mask's -1 never reaches a valid entry). With compute_dtype bfloat16
+  # they are the bf16 matmul's float32-accumulated values, as the release's autocast encoder
+  # output (which is even rounded to bf16); their gradients stay float32 (_entry_preacts).
+  pre = z.at[rows, cols].get(mode="promise_in_bounds") + bias
 
   def sparse_loss(p, xx, t):
     vals = entry_values(p, xx, rows, cols, valid, pre)

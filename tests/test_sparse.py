@@ -215,3 +215,23 @@ def test_select_batch_falls_back_on_ties_and_too_few_positive():
   few = np.full((16, 64), -1.0, np.float32)
   few[0, :5] = 1.0 + np.arange(5)
   assert not bool(sparse.select_batch(jnp.asarray(few), 2)[3])
+
+
+@pytest.mark.parametrize("name", ["batchtopk", "matryoshka", "topk"])
+def test_bfloat16_selecting_forward_is_close_to_float32(name):
+  """compute_dtype bfloat16 (SPEC-free speed option, docs/speed.md section 4): the encoder matmul
+  runs on bf16 inputs with float32 accumulation, the winners' values are its outputs (as the
+  release's autocast), parameters and gradients stay float32. Against the float32 dense path:
+  the same winners on these data, losses and gradients within bf16 rounding."""
+  f32 = run(name, "off")
+  b16 = run(name, "on", compute_dtype="bfloat16")
+  np.testing.assert_allclose(b16[0], f32[0], rtol=2e-2)
+  np.testing.assert_array_equal(np.asarray(b16[1].codes) > 0, np.asarray(f32[1].codes) > 0)
+  for k in f32[2]:
+    assert b16[2][k].dtype == jnp.float32
+    err = float(jnp.abs(b16[2][k] - f32[2][k]).max())
+    assert err <= 2e-2 * float(jnp.abs(f32[2][k]).max()) + 1e-6, (k, err)
+  fam, cfg, p, x = setup(name, "on", compute_dtype="bfloat16")
+  fn = lambda p: fam.loss(p, fam.init_state(cfg), x, cfg, step=50)[0]
+  hlo = jax.jit(jax.grad(fn)).lower(p).as_text()
+  assert "bf16" in hlo and "dot_general" in hlo

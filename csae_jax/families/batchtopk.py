@@ -44,7 +44,10 @@ ROW_CAP_MIN = 16
 def batch_select(z, k, row_mask=None, k_hint: int | None = None):
   """Keep the k * n_rows largest entries of z (B, n); masked-out rows are never kept.
 
-  k_hint (static, the target k) sizes the per-row candidate set of ops.batch_topk_mask.
+  k_hint (static, the target k; k itself when it is a Python int) sizes the static lists of
+  sparse.select_batch, the block-maxima selection (docs/speed.md section 5: 12 ms against 178 ms
+  for ops.batch_topk_mask at 1024 x 8192, k 8), whose winners are scattered into the mask. On a
+  tie at the threshold, or k above k_hint, ops.batch_topk_mask answers (its position tie-break).
   """
   if row_mask is None:
     n_rows = z.shape[0]
@@ -52,8 +55,22 @@ def batch_select(z, k, row_mask=None, k_hint: int | None = None):
   else:
     n_rows = jnp.sum(row_mask, dtype=jnp.int32)
     valid = row_mask[:, None]
+  if k_hint is None and isinstance(k, int):
+    k_hint = k
   cap = None if k_hint is None else max(ROW_CAP_MIN, ROW_CAP_FACTOR * k_hint)
-  return ops.batch_topk_mask(z, n_rows * k, valid=valid, row_cap=cap)
+
+  def by_candidates():
+    return ops.batch_topk_mask(z, n_rows * k, valid=valid, row_cap=cap)
+
+  if k_hint is None or z.ndim != 2:
+    return by_candidates()
+  rows, cols, ok, fits = sparse.select_batch(z, k, row_mask, z.shape[0] * k_hint)
+
+  def by_block_maxima():
+    rows_or_out = jnp.where(ok, rows, z.shape[0])          # padding entries are dropped
+    return jnp.zeros(z.shape, bool).at[rows_or_out, cols].set(True, mode="drop")
+
+  return jax.lax.cond(fits, by_block_maxima, by_candidates)
 
 
 def encode_batch(params, x, k, row_mask=None, k_hint: int | None = None):

@@ -416,3 +416,23 @@ def test_stacked_default_loss_has_all_three_terms():
   """SPEC 2.8: the default Stacked loss is the full path + Level 1 + Level 2 terms."""
   cfg = families.make_config("stacked", d=D, n=64, k=4, n2=8, k2=2)
   assert (cfg.use_full, cfg.use_level1, cfg.use_level2) == (True, True, True)
+
+
+@pytest.mark.parametrize("case", ["random", "masked", "ties", "k_above_hint"])
+def test_batchtopk_batch_select_equals_numpy(case):
+  """batchtopk.batch_select: the block-maxima winners scattered into the mask, or (ties, k
+  above the static hint) ops.batch_topk_mask's position tie-break; both against NumPy."""
+  rng = np.random.default_rng(7)
+  z = np.maximum(rng.normal(size=(48, 160)), 0.0).astype(np.float32)
+  valid, k, hint = None, 3, None
+  if case == "masked":
+    valid = rng.random(48) < 0.6
+  if case == "ties":
+    z = np.round(z * 4.0) / 4.0          # many equal values at the threshold
+  if case == "k_above_hint":
+    k, hint = 5, 3
+  mask = None if valid is None else jnp.asarray(valid)
+  got = np.asarray(families.batchtopk.batch_select(jnp.asarray(z), k, mask, k_hint=hint))
+  n_rows = 48 if valid is None else int(valid.sum())
+  want = R.batch_topk_mask(z, n_rows * k, None if valid is None else valid[:, None])
+  np.testing.assert_array_equal(got, want)

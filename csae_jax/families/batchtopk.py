@@ -49,10 +49,12 @@ def batch_select(z, k, row_mask=None, k_hint: int | None = None):
   for ops.batch_topk_mask at 1024 x 8192, k 8), whose winners are scattered into the mask. On a
   tie at the threshold, or k above k_hint, ops.batch_topk_mask answers (its position tie-break).
   """
+  z = jnp.asarray(z)                   # callers also pass NumPy codes (evaluation)
   if row_mask is None:
     n_rows = z.shape[0]
     valid = None
   else:
+    row_mask = jnp.asarray(row_mask)
     n_rows = jnp.sum(row_mask, dtype=jnp.int32)
     valid = row_mask[:, None]
   if k_hint is None and isinstance(k, int):

@@ -165,9 +165,12 @@ def select_batch(pre, k, row_mask=None, capacity: int | None = None, bias=None):
   k_total = jnp.asarray(n_rows * k, jnp.int32)
   capacity = b * k if capacity is None else capacity
   nb = n // s
-  bias = jnp.zeros((nb, s), pre.dtype) if bias is None else bias.reshape(nb, s)
+  blocks = pre.reshape(b, nb, s)
+  if bias is not None:
+    bias = bias.reshape(nb, s)
+    blocks = blocks + bias
   # Block maxima of the scores: max(relu(p)) = relu(max(p)); masked rows -1 (never counted).
-  bmax = jnp.maximum((pre.reshape(b, nb, s) + bias).max(-1), 0.0)
+  bmax = jnp.maximum(blocks.max(-1), 0.0)
   if row_mask is not None:
     bmax = jnp.where(row_mask[:, None], bmax, -1.0)
   nbp = -(-nb // BLOCK) * BLOCK
@@ -185,7 +188,9 @@ def select_batch(pre, k, row_mask=None, capacity: int | None = None, bias=None):
   n_blk = jnp.sum(hit, dtype=jnp.int32)
   pos = jnp.nonzero(hit, size=capacity, fill_value=0)[0]
   row_of, col_of = blk_row[pos], blk_col[pos]
-  vals = take_rows(pre.reshape(b * nb, s), row_of * nb + col_of) + take_rows(bias, col_of)
+  vals = take_rows(pre.reshape(b * nb, s), row_of * nb + col_of)
+  if bias is not None:
+    vals = vals + take_rows(bias, col_of)
   vals = jnp.where((jnp.arange(capacity) < n_blk)[:, None], jnp.maximum(vals, 0.0), -1.0)
   t, vbits = _kth_largest(vals, k_total)
   keep = (vbits >= t).reshape(-1)

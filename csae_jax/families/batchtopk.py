@@ -78,8 +78,7 @@ def batch_select(z, k, row_mask=None, k_hint: int | None = None):
 def encode_batch(params, x, k, row_mask=None, k_hint: int | None = None):
   """Training-time BatchTopK codes and the dense ReLU pre-activation."""
   z = dense_activation(params, x)
-  keep = batch_select(z, k, row_mask, k_hint if k_hint is not None else
-                      (k if isinstance(k, int) else None))
+  keep = batch_select(z, k, row_mask, k_hint)      # k_hint defaults to k when k is an int
   return z * jax.lax.stop_gradient(keep.astype(z.dtype)), z, keep
 
 
